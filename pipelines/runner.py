@@ -1,0 +1,141 @@
+"""The flow machinery shared by ingest, build-dsap and build-mpn-priors.
+
+Every flow is the same shape: a driver opens the store, creates (or resumes)
+the groups it writes, then submits one Prefect task per *batch* of write
+units (chunk-aligned: a batch is ``units_per_task`` consecutive units). A task
+reopens the store in its own process, skips units already marked complete,
+computes the rest and writes them unit by unit. Failures of single images are
+data (failure rows), not exceptions; an exception in a task is retried by
+Prefect and, if it persists, recorded for the whole batch while the other
+batches go on.
+
+Scale-out: ``dask_address`` (an existing scheduler) or ``dask_workers`` (a
+``LocalCluster``) switches the flow to a ``DaskTaskRunner``. Units never
+overlap between tasks, so workers never write the same unit.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator
+
+from tqdm.auto import tqdm
+
+log = logging.getLogger("pipelines")
+
+
+def batches(units: Iterable[int], per_task: int) -> list[list[int]]:
+    """Consecutive unit numbers grouped ``per_task`` at a time."""
+    units = list(units)
+    per_task = max(1, int(per_task))
+    return [units[i:i + per_task] for i in range(0, len(units), per_task)]
+
+
+def _prefect_api_url() -> str:
+    """The API the flow reports to: the configured one, or the temporary local server.
+
+    Dask worker processes must report to the same server; left alone, each
+    would start a temporary server of its own.
+    """
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if url:
+        return url
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    server.start()
+    return server.api_url
+
+
+def task_runner(dask_address: str | None = None, dask_workers: int = 0):
+    """``None`` (Prefect's default thread pool) or a ``DaskTaskRunner``."""
+    if not dask_address and not dask_workers:
+        return None
+    try:
+        from prefect_dask import DaskTaskRunner
+    except ImportError as exc:  # pragma: no cover - prefect-dask is a core dependency
+        raise ImportError("Dask scale-out needs prefect-dask: pip install prefect-dask") from exc
+    if dask_address:
+        return DaskTaskRunner(address=dask_address)
+    env = {"PREFECT_API_URL": _prefect_api_url(), "OMP_NUM_THREADS": "1"}
+    return DaskTaskRunner(
+        cluster_class="distributed.LocalCluster",
+        cluster_kwargs={"n_workers": int(dask_workers), "threads_per_worker": 1, "processes": True,
+                        "dashboard_address": None, "env": env},
+    )
+
+
+def run_flow(flow_obj, dask_address: str | None = None, dask_workers: int = 0, **params: Any) -> Any:
+    """Run a Prefect flow here, with a Dask task runner when asked for."""
+    runner = task_runner(dask_address, dask_workers)
+    if runner is not None:
+        flow_obj = flow_obj.with_options(task_runner=runner)
+    return flow_obj(**params)
+
+
+def collect(futures: list, desc: str, progress: bool = True) -> list[dict[str, Any]]:
+    """Wait for task futures with a progress bar; a failed batch becomes a result, not a crash."""
+    results: list[dict[str, Any]] = []
+    bar = tqdm(total=len(futures), desc=desc, unit="batch", disable=not progress or not futures)
+    for fut in futures:
+        try:
+            results.append(fut.result())
+        except Exception as exc:  # noqa: BLE001 - recorded, the other batches go on
+            log.error("%s: a batch failed after its retries: %s", desc, exc)
+            results.append({"error": f"{type(exc).__name__}: {exc}", "units": getattr(fut, "units", None)})
+        bar.update(1)
+    bar.close()
+    return results
+
+
+def summarize_results(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Totals over the task results of one flow run."""
+    out: dict[str, Any] = {"units_written": 0, "units_skipped": 0, "images": 0, "failures": {}, "batch_errors": []}
+    for r in results:
+        if "error" in r:
+            out["batch_errors"].append(r["error"])
+            continue
+        out["units_written"] += r.get("written", 0)
+        out["units_skipped"] += r.get("skipped", 0)
+        out["images"] += r.get("images", 0)
+        for reason, n in r.get("failures", {}).items():
+            out["failures"][reason] = out["failures"].get(reason, 0) + n
+    return out
+
+
+def count_reasons(reasons: Iterable[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in reasons:
+        out[r] = out.get(r, 0) + 1
+    return out
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Limit intra-op threads of numpy/torch/OpenCV inside a worker."""
+    old = os.environ.get("OMP_NUM_THREADS")
+    if n:
+        os.environ["OMP_NUM_THREADS"] = str(n)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = old
+
+
+def cached(factory: Callable[..., Any]) -> Callable[..., Any]:
+    """Build an object (an estimator with its model) once per process and key."""
+    cache: dict[Any, Any] = {}
+
+    def get(*key: Any) -> Any:
+        if key not in cache:
+            cache[key] = factory(*key)
+        return cache[key]
+
+    get.cache = cache  # type: ignore[attr-defined]
+    return get

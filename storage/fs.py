@@ -1,0 +1,84 @@
+"""Filesystem helpers: one store is a directory given as a local path or an fsspec URL."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import posixpath
+import uuid
+from typing import Any
+
+import fsspec
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import zarr
+from zarr.storage import FsspecStore, LocalStore
+
+
+class StoreFS:
+    """Paths inside one store, relative to its root, through fsspec."""
+
+    def __init__(self, url: str | os.PathLike):
+        url = os.fspath(url)
+        self.fs, root = fsspec.core.url_to_fs(url)
+        self.local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
+        self.root = os.path.abspath(root) if self.local else root.rstrip("/")
+        self.url = self.root if self.local else url
+
+    def path(self, rel: str) -> str:
+        return posixpath.join(self.root, rel) if rel else self.root
+
+    def exists(self, rel: str) -> bool:
+        return self.fs.exists(self.path(rel))
+
+    def read_bytes(self, rel: str) -> bytes:
+        return self.fs.cat_file(self.path(rel))
+
+    def write_bytes_atomic(self, rel: str, data: bytes) -> None:
+        """Write so that a reader sees the old file, no file, or the whole new one."""
+        target = self.path(rel)
+        if self.local:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            tmp = f"{target}.tmp-{uuid.uuid4().hex}"
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        else:  # object stores: a single PUT is atomic
+            self.fs.pipe_file(target, data)
+
+    def write_json(self, rel: str, obj: Any) -> None:
+        self.write_bytes_atomic(rel, json.dumps(obj, indent=1, sort_keys=True).encode())
+
+    def read_json(self, rel: str) -> Any:
+        return json.loads(self.read_bytes(rel))
+
+    def write_table(self, rel: str, df: pd.DataFrame) -> None:
+        buf = io.BytesIO()
+        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), buf, compression="zstd")
+        self.write_bytes_atomic(rel, buf.getvalue())
+
+    def read_table(self, rel: str) -> pd.DataFrame:
+        with self.fs.open(self.path(rel), "rb") as f:
+            return pq.read_table(f).to_pandas()
+
+    def listdir(self, rel: str) -> list[str]:
+        p = self.path(rel)
+        if not self.fs.exists(p):
+            return []
+        return sorted(posixpath.basename(x.rstrip("/")) for x in self.fs.ls(p, detail=False))
+
+    def rm(self, rel: str) -> None:
+        p = self.path(rel)
+        if self.fs.exists(p):
+            self.fs.rm(p, recursive=True)
+
+    def zarr_store(self, read_only: bool):
+        if self.local:
+            return LocalStore(self.root, read_only=read_only)
+        return FsspecStore.from_url(self.url, read_only=read_only)
+
+    def open_zarr(self, mode: str) -> zarr.Group:
+        return zarr.open_group(store=self.zarr_store(read_only=(mode == "r")), mode=mode, zarr_format=3)
