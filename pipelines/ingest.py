@@ -28,7 +28,7 @@ from storage.decode import BadImage, read_and_check, resize_rgb
 from storage.duplicates import mark_duplicates
 from storage.relabel import assign_labels
 
-from .runner import batches, collect, summarize_results
+from pipelines.runner import batches, run_tasks, summarize_results
 
 log = logging.getLogger("pipelines.ingest")
 SPLIT_ORDER = {"train": 0, "query": 1, "gallery": 2}
@@ -115,6 +115,8 @@ def ingest_flow(
     overwrite: bool = False,
     progress: bool = True,
     options: dict[str, Any] | None = None,
+    dask_address: str | None = None,
+    dask_workers: int = 0,
 ) -> dict[str, Any]:
     """Ingest a dataset folder into a store (resumable; bad files become index rows)."""
     hw = parse_size(size)
@@ -123,8 +125,8 @@ def ingest_flow(
     s = create_store(store, dataset=dataset, index=index, image_size=hw, source_root=root,
                      unit_size=unit_size, params={"size": list(hw), "options": options or {}}, overwrite=overwrite)
     pending = [u[0] for u in image_writer(s).pending()]
-    futures = [write_image_units.submit(s.url, str(root), b) for b in batches(pending, units_per_task)]
-    results = summarize_results(collect(futures, "ingest", progress))
+    calls = [(s.url, str(root), b) for b in batches(pending, units_per_task)]
+    results = summarize_results(run_tasks(write_image_units, calls, "ingest", progress, dask_address, dask_workers))
     counts = summarize(index)
     summary = {
         "store": s.url,

@@ -20,6 +20,7 @@ import os
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator
 
+from prefect import flow
 from tqdm.auto import tqdm
 
 log = logging.getLogger("pipelines")
@@ -64,16 +65,29 @@ def task_runner(dask_address: str | None = None, dask_workers: int = 0):
     return DaskTaskRunner(
         cluster_class="distributed.LocalCluster",
         cluster_kwargs={"n_workers": int(dask_workers), "threads_per_worker": 1, "processes": True,
-                        "dashboard_address": None, "env": env},
+                        "dashboard_address": None, "env": env,
+                        "silence_logs": logging.WARNING},
     )
 
 
-def run_flow(flow_obj, dask_address: str | None = None, dask_workers: int = 0, **params: Any) -> Any:
-    """Run a Prefect flow here, with a Dask task runner when asked for."""
+def run_tasks(task_obj, calls: list[tuple], desc: str, progress: bool = True,
+              dask_address: str | None = None, dask_workers: int = 0) -> list[dict[str, Any]]:
+    """Submit ``task_obj(*args)`` for each ``args`` in ``calls`` and collect the results.
+
+    Without Dask the tasks run on the calling flow's task runner. With Dask
+    they run in a subflow whose task runner is a ``DaskTaskRunner`` (a flow's
+    own task runner is fixed when it starts, and the deployments take the
+    scheduler address as a parameter).
+    """
     runner = task_runner(dask_address, dask_workers)
-    if runner is not None:
-        flow_obj = flow_obj.with_options(task_runner=runner)
-    return flow_obj(**params)
+    if runner is None:
+        return collect([task_obj.submit(*args) for args in calls], desc, progress)
+    return _dask_subflow.with_options(task_runner=runner)(task_obj, calls, desc, progress)
+
+
+@flow(name="scale-out", validate_parameters=False)
+def _dask_subflow(task_obj, calls: list[tuple], desc: str, progress: bool) -> list[dict[str, Any]]:
+    return collect([task_obj.submit(*args) for args in calls], desc, progress)
 
 
 def collect(futures: list, desc: str, progress: bool = True) -> list[dict[str, Any]]:

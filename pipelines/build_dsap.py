@@ -1,0 +1,184 @@
+"""``build-dsap``: dense semantics -> IUV in the store -> 24 DSAP-images (DSA-reID Sec. 3.1).
+
+Per write unit, in one task: estimate the IUV (skipped when ``estimates/<backend>``
+already holds the unit with the same provenance), then warp it with
+:func:`priors.dsap.warp_dsap_batch` into ``priors/dsap``. The expensive step runs
+once; re-running with another ``S`` or fill re-warps from the stored IUV
+(``--overwrite`` rebuilds only ``priors/dsap`` when the estimator is unchanged).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from prefect import flow, task
+
+from priors.dsap import PART_NAMES, dsap_coverage, warp_dsap_batch
+from priors.estimators import OK, DENSE_BACKENDS, dense_estimator, provenance_of
+from priors.iuv import pack_iuv
+from storage import failures_frame, group_writer, make_provenance, open_store, reopen_writer
+
+from pipelines.runner import batches, cached, count_reasons, run_tasks, summarize_results
+
+DSAP_GROUP = "priors/dsap"
+WARP_VERSION = "1"
+
+
+def estimator_options(name: str, params: dict[str, Any], store) -> dict[str, Any]:
+    """Keyword options of each dense backend, from the flow parameters."""
+    if name == "densepose":
+        return {k: params[k] for k in ("config", "weights", "device", "batch_size") if params.get(k) is not None}
+    if name == "densepose-dump":
+        return {"dump": params["dump"], "trust_dump": bool(params.get("trust_dump"))}
+    if name == "oracle":
+        return {"root": params.get("root") or store.attrs["source_root"]}
+    return {}
+
+
+_dense = cached(lambda name, opts: dense_estimator(name, **json.loads(opts)))
+
+
+def estimate_unit(est, images: np.ndarray, rows: pd.DataFrame) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
+    """Run a dense estimator on one unit: store arrays + failure rows."""
+    res = est.estimate(images, rows)
+    if res.i.shape != images.shape[:3]:
+        raise ValueError(f"{est.name} returned IUV of shape {res.i.shape} for images {images.shape[:3]}")
+    i, uv = pack_iuv(res.i, res.u, res.v)
+    fails = failures_frame((int(r), "estimate", s, f"{est.name}: {s}")
+                           for r, s in zip(rows["image_id"], res.status) if s != OK)
+    return {"i": i, "uv": uv}, fails
+
+
+def dsap_unit(images, i, uv, S: int, fill, ids: np.ndarray, est_fails: pd.DataFrame) -> tuple[dict, dict, pd.DataFrame]:
+    """Warp one unit: arrays, the coverage table and failure rows."""
+    dsap, valid = warp_dsap_batch(images, i, uv[:, 0], uv[:, 1], S=S, fill=fill)
+    cov = dsap_coverage(valid)
+    table = pd.DataFrame(cov, columns=[f"cov_{n}" for n in PART_NAMES])
+    table.insert(0, "image_id", ids.astype(np.int64))
+    table["parts_present"] = (cov > 0).sum(axis=1).astype(np.int64)
+    table["coverage"] = cov.mean(axis=1).astype(np.float32)
+    empty = ids[(cov.sum(axis=1) == 0) & ~np.isin(ids, est_fails["image_id"].to_numpy())]
+    fails = pd.concat([est_fails, failures_frame((int(r), "warp", "no_dense_semantics", "no body pixel estimated")
+                                                 for r in empty)], ignore_index=True)
+    return {"dsap": dsap, "valid": valid}, {"coverage": table}, fails
+
+
+@task(retries=2, retry_delay_seconds=2)
+def dsap_units(store_url: str, est_group: str, est_name: str, est_opts: str, S: int, fill: Any,
+               units: list[int]) -> dict[str, Any]:
+    est_w = reopen_writer(store_url, est_group)
+    dsap_w = reopen_writer(store_url, DSAP_GROUP)
+    store = est_w.store
+    ok = store.ok_index
+    out = {"written": 0, "skipped": 0, "images": 0, "failures": {}}
+    for k in units:
+        need_est, need_dsap = not est_w.is_done(k), not dsap_w.is_done(k)
+        if not (need_est or need_dsap):
+            out["skipped"] += 1
+            continue
+        _, start, stop = store.units()[k]
+        rows = ok.iloc[start:stop]
+        images = np.asarray(store.images[start:stop])
+        if need_est:
+            arrays, est_fails = estimate_unit(_dense(est_name, est_opts), images, rows)
+            est_w.write_unit(k, arrays, failures=est_fails)
+        else:
+            g = store.group(est_group)
+            arrays = {"i": np.asarray(g.arrays["i"][start:stop]), "uv": np.asarray(g.arrays["uv"][start:stop])}
+            est_fails = store._fs.read_table(f"tables/{est_group}/failures/part-{k:06d}.parquet")
+        if need_dsap:
+            d_arrays, tables, fails = dsap_unit(images, arrays["i"], arrays["uv"], S, fill,
+                                                rows["image_id"].to_numpy(), est_fails)
+            dsap_w.write_unit(k, d_arrays, tables=tables, failures=fails)
+            for reason, n in count_reasons(fails["reason"]).items():
+                out["failures"][reason] = out["failures"].get(reason, 0) + n
+        out["written"] += 1
+        out["images"] += stop - start
+    return out
+
+
+def dataset_mean(store) -> list[float]:
+    """Per-channel mean of all stored images, read chunk by chunk."""
+    total, n = np.zeros(3), 0
+    for _, start, stop in store.units():
+        block = np.asarray(store.images[start:stop])
+        total += block.reshape(-1, 3).sum(axis=0, dtype=np.float64)
+        n += block.shape[0] * block.shape[1] * block.shape[2]
+    return (total / max(n, 1)).round(3).tolist()
+
+
+@flow(name="build-dsap", log_prints=True)
+def build_dsap_flow(
+    store: str,
+    estimator: str = "oracle",
+    weights: str | None = None,
+    config: str | None = None,
+    dump: str | None = None,
+    trust_dump: bool = False,
+    root: str | None = None,
+    S: int = 32,
+    fill: str = "image_mean",
+    device: str = "cpu",
+    batch_size: int | None = None,
+    units_per_task: int = 4,
+    overwrite: bool = False,
+    progress: bool = True,
+    dask_address: str | None = None,
+    dask_workers: int = 0,
+) -> dict[str, Any]:
+    """Estimate dense semantics and warp every image into 24 DSAP-images."""
+    if estimator not in DENSE_BACKENDS:
+        raise ValueError(f"unknown estimator {estimator!r}; choose one of {sorted(DENSE_BACKENDS)}")
+    s = open_store(store, mode="r+")
+    params = dict(weights=weights, config=config, dump=dump, trust_dump=trust_dump, root=root,
+                  device=device, batch_size=batch_size)
+    opts = json.dumps(estimator_options(estimator, params, s), sort_keys=True)
+    est = _dense(estimator, opts)
+    est_group = f"estimates/{estimator}"
+    est_prov = make_provenance(provenance_of(est), params={"uv_encoding": "uint16 min(floor(u*65536),65535)"})
+    h, w = s.image_size
+    est_w = group_writer(s, est_group, {"i": ((h, w), "uint8"), "uv": ((2, h, w), "uint16")}, est_prov,
+                         overwrite=overwrite)
+    fill_value: Any = dataset_mean(s) if fill == "dataset_mean" else "image_mean"
+    if fill not in ("image_mean", "dataset_mean"):
+        raise ValueError("fill must be 'image_mean' or 'dataset_mean'")
+    dsap_prov = make_provenance({"name": "warp_dsap", "version": WARP_VERSION},
+                                params={"S": int(S), "fill": fill, "fill_value": fill_value},
+                                inputs={est_group: est_w.store.root[est_group].attrs["provenance"]})
+    dsap_w = group_writer(s, DSAP_GROUP, {"dsap": ((24, 3, S, S), "uint8"), "valid": ((24, S, S), "bool")},
+                          dsap_prov, overwrite=overwrite)
+    pending = sorted({u[0] for u in est_w.pending()} | {u[0] for u in dsap_w.pending()})
+    calls = [(s.url, est_group, estimator, opts, int(S), fill_value, b) for b in batches(pending, units_per_task)]
+    results = run_tasks(dsap_units, calls, "build-dsap", progress, dask_address, dask_workers)
+    summary = {"store": s.url, "group": DSAP_GROUP, "estimator": estimator, **summarize_results(results)}
+    print(f"build-dsap: {summary['units_written']} units written, {summary['units_skipped']} already done, "
+          f"failures {summary['failures']}, batch errors {len(summary['batch_errors'])}")
+    return summary
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", required=True, help="store directory or fsspec URL")
+    p.add_argument("--estimator", required=True, choices=sorted(DENSE_BACKENDS),
+                   help="dense-semantics backend: densepose (detectron2), densepose-dump (apply_net.py dump file), "
+                        "pose-chart (mediapipe, CPU, coarser than DensePose), oracle (synthetic ground truth)")
+    p.add_argument("--weights", help="densepose: model weights (.pkl/.pth); never downloaded")
+    p.add_argument("--config", help="densepose: the DensePose config YAML matching the weights")
+    p.add_argument("--dump", help="densepose-dump: file written by DensePose's `apply_net.py dump`")
+    p.add_argument("--trust-dump", action="store_true",
+                   help="densepose-dump: allow unpickling the dump (it runs code from the file: only for dumps you made)")
+    p.add_argument("--root", help="oracle: synthetic dataset folder (default: the folder the store was ingested from)")
+    p.add_argument("--size", dest="S", type=int, default=32, help="side S of each DSAP-image (paper: 32)")
+    p.add_argument("--fill", choices=["image_mean", "dataset_mean"], default="image_mean",
+                   help="initial value of DSAP cells no pixel lands in: the image's or the dataset's per-channel mean")
+    p.add_argument("--device", default="cpu", help="densepose: torch device (cuda, cuda:1, cpu)")
+    p.add_argument("--batch-size", type=int, help="densepose: images per forward pass")
+
+
+def flow_params(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(store=args.store, estimator=args.estimator, weights=args.weights, config=args.config, dump=args.dump,
+                trust_dump=args.trust_dump, root=args.root, S=args.S, fill=args.fill, device=args.device,
+                batch_size=args.batch_size, units_per_task=args.units_per_task, overwrite=args.overwrite,
+                progress=not args.no_progress, dask_address=args.dask_address, dask_workers=args.dask_workers)

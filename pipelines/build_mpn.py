@@ -1,0 +1,215 @@
+"""``build-mpn-priors``: parsing + segmentation -> MPN coarse strip priors (MPN Sec. 3.2, Fig. 5a).
+
+Any parsing source combines with any segmentation source; the group's
+provenance records both. ``densepose`` sources read an IUV group already in the
+store (run ``build-dsap`` first), so no estimator runs twice.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from prefect import flow, task
+
+from priors.estimators import (
+    OK,
+    PARSING_BACKENDS,
+    SEGMENTATION_BACKENDS,
+    parsing_source,
+    provenance_of,
+    segmentation_source,
+)
+from priors.mpn_prior import (
+    BACKBONE_STRIDE,
+    BINARIZE_THRESHOLD,
+    HEAD_MIN_FRAC,
+    K_PARTS,
+    LEG_MIN_FRAC,
+    coarse_strip_prior_batch,
+    feature_map_size,
+)
+from storage import failures_frame, group_writer, make_provenance, open_store, reopen_writer
+
+from pipelines.ingest import parse_size
+from pipelines.runner import batches, cached, count_reasons, run_tasks, summarize_results
+
+MPN_GROUP = "priors/mpn"
+PRIOR_VERSION = "1"
+STAT_KEYS = ("upper_frac", "lower_frac", "head_px", "left_leg_px", "right_leg_px")
+
+
+def source_options(kind: str, name: str, params: dict[str, Any], store) -> dict[str, Any]:
+    """Keyword options of a parsing/segmentation backend, from the flow parameters."""
+    if name == "oracle":
+        return {"root": params.get("root") or store.attrs["source_root"]}
+    if name == "densepose":
+        return {"store_group": params["iuv_group"]}
+    if name == "onnx":
+        if not params.get("onnx_model"):
+            raise ValueError("--parsing onnx needs --onnx-model (and --label-map unless it is a LIP model)")
+        return {"model": params["onnx_model"], "label_map": params.get("label_map") or "lip", "device": params["device"]}
+    if name == "maskrcnn":
+        return {"config": params["maskrcnn_config"], "weights": params["maskrcnn_weights"], "device": params["device"]}
+    return {}
+
+
+_parsing = cached(lambda name, opts: parsing_source(name, **json.loads(opts)))
+_segmentation = cached(lambda name, opts: segmentation_source(name, **json.loads(opts)))
+
+
+def _attach_iuv(src, store) -> None:
+    """``densepose`` sources read ``i`` of their IUV group from this process's store handle."""
+    if getattr(src, "store_group", None):
+        from priors.backends.iuv_parsing import iuv_lookup_from_group
+
+        src.iuv_lookup = iuv_lookup_from_group(store.group(src.store_group))
+
+
+def mpn_unit(parsing, seg, images, rows: pd.DataFrame, prior_params: dict[str, Any]):
+    """One unit: run both sources, compute the priors, return arrays, stats table and failures."""
+    p = parsing.parse(images, rows)
+    m = seg.segment(images, rows)
+    labels = np.where(np.array([s == OK for s in p.status])[:, None, None], p.labels, 0).astype(np.uint8)
+    mask = np.where(np.array([s == OK for s in m.status])[:, None, None], m.mask, False)
+    prior = coarse_strip_prior_batch(labels, mask, **prior_params)
+    ids = rows["image_id"].to_numpy().astype(np.int64)
+    stats = pd.DataFrame({
+        "image_id": ids,
+        "upper": prior["roi"][:, 0].astype(np.int64),
+        "lower": prior["roi"][:, 1].astype(np.int64),
+        **{k: prior[k] for k in STAT_KEYS},
+        "fallback": prior["fallback"],
+        "fallback_reason": prior["reason"].astype(str),
+        "parsing_status": p.status,
+        "segmentation_status": m.status,
+        "parsing": parsing.name,
+        "segmentation": seg.name,
+    })
+    fails = failures_frame(
+        [(int(r), "parsing", s, f"{parsing.name}: {s}") for r, s in zip(ids, p.status) if s != OK]
+        + [(int(r), "segmentation", s, f"{seg.name}: {s}") for r, s in zip(ids, m.status) if s != OK]
+    )
+    arrays = {k: prior[k] for k in ("mask", "roi", "fallback", "strips")}
+    return arrays, {"stats": stats}, fails
+
+
+@task(retries=2, retry_delay_seconds=2)
+def mpn_units(store_url: str, parsing: tuple[str, str], segmentation: tuple[str, str],
+              prior_params: dict[str, Any], units: list[int]) -> dict[str, Any]:
+    writer = reopen_writer(store_url, MPN_GROUP)
+    store = writer.store
+    ok = store.ok_index
+    par, seg = _parsing(*parsing), _segmentation(*segmentation)
+    _attach_iuv(par, store)
+    _attach_iuv(seg, store)
+    out = {"written": 0, "skipped": 0, "images": 0, "failures": {}, "fallbacks": 0}
+    for k in units:
+        if writer.is_done(k):
+            out["skipped"] += 1
+            continue
+        _, start, stop = store.units()[k]
+        arrays, tables, fails = mpn_unit(par, seg, np.asarray(store.images[start:stop]), ok.iloc[start:stop],
+                                         prior_params)
+        writer.write_unit(k, arrays, tables=tables, failures=fails)
+        out["written"] += 1
+        out["images"] += stop - start
+        out["fallbacks"] += int(arrays["fallback"].sum())
+        for reason, n in count_reasons(fails["reason"]).items():
+            out["failures"][reason] = out["failures"].get(reason, 0) + n
+    return out
+
+
+@flow(name="build-mpn-priors", log_prints=True)
+def build_mpn_flow(
+    store: str,
+    parsing: str = "oracle",
+    segmentation: str = "oracle",
+    input_size: str = "384x128",
+    stride: int = BACKBONE_STRIDE,
+    K: int = K_PARTS,
+    head_min_frac: float = HEAD_MIN_FRAC,
+    leg_min_frac: float = LEG_MIN_FRAC,
+    threshold: float = BINARIZE_THRESHOLD,
+    iuv_group: str | None = None,
+    onnx_model: str | None = None,
+    label_map: str | None = None,
+    maskrcnn_config: str | None = None,
+    maskrcnn_weights: str | None = None,
+    root: str | None = None,
+    device: str = "cpu",
+    units_per_task: int = 4,
+    overwrite: bool = False,
+    progress: bool = True,
+    dask_address: str | None = None,
+    dask_workers: int = 0,
+) -> dict[str, Any]:
+    """Build MPN's coarse strip priors (mask, ROI, K strips) for every image of a store."""
+    s = open_store(store, mode="r+")
+    for kind, name, table in (("parsing", parsing, PARSING_BACKENDS), ("segmentation", segmentation, SEGMENTATION_BACKENDS)):
+        if name not in table:
+            raise ValueError(f"unknown {kind} source {name!r}; choose one of {sorted(table)}")
+    if "densepose" in (parsing, segmentation):
+        iuv_group = iuv_group or next((g for g in s.groups if g.startswith("estimates/")), None)
+        if iuv_group is None or not s.has_group(iuv_group):
+            raise ValueError("the densepose sources read an IUV group: run build-dsap first (or pass --iuv-group)")
+    params = dict(iuv_group=iuv_group, onnx_model=onnx_model, label_map=label_map, maskrcnn_config=maskrcnn_config,
+                  maskrcnn_weights=maskrcnn_weights, root=root, device=device)
+    par_key = (parsing, json.dumps(source_options("parsing", parsing, params, s), sort_keys=True))
+    seg_key = (segmentation, json.dumps(source_options("segmentation", segmentation, params, s), sort_keys=True))
+    par, seg = _parsing(*par_key), _segmentation(*seg_key)
+    feat_hw = feature_map_size(parse_size(input_size), stride)
+    prior_params = dict(feat_hw=list(feat_hw), K=int(K), head_min_frac=float(head_min_frac),
+                        leg_min_frac=float(leg_min_frac), threshold=float(threshold))
+    inputs = {g: s.groups[g] for g in [iuv_group] if g}
+    prov = make_provenance([provenance_of(par), provenance_of(seg)],
+                           params={"version": PRIOR_VERSION, "input_size": list(parse_size(input_size)),
+                                   "stride": int(stride), **prior_params}, inputs=inputs)
+    h, w = feat_hw
+    writer = group_writer(s, MPN_GROUP, {"mask": ((h, w), "uint8"), "roi": ((2,), "int16"), "fallback": ((), "bool"),
+                                         "strips": ((int(K), 2), "int16")}, prov, overwrite=overwrite)
+    pending = [u[0] for u in writer.pending()]
+    prior_params["feat_hw"] = tuple(feat_hw)
+    calls = [(s.url, par_key, seg_key, prior_params, b) for b in batches(pending, units_per_task)]
+    results = run_tasks(mpn_units, calls, "build-mpn-priors", progress, dask_address, dask_workers)
+    summary = {"store": s.url, "group": MPN_GROUP, "parsing": parsing, "segmentation": segmentation,
+               "feature_map": [h, w], **summarize_results(results),
+               "fallbacks": sum(r.get("fallbacks", 0) for r in results)}
+    print(f"build-mpn-priors: {summary['units_written']} units written, {summary['units_skipped']} already done, "
+          f"{summary['fallbacks']} fallbacks, failures {summary['failures']}")
+    return summary
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", required=True, help="store directory or fsspec URL")
+    p.add_argument("--parsing", required=True, choices=sorted(PARSING_BACKENDS),
+                   help="parsing source: densepose (IUV in the store), pose (mediapipe landmarks), "
+                        "onnx (your exported LIP/ATR/CIHP network), oracle (synthetic ground truth)")
+    p.add_argument("--segmentation", required=True, choices=sorted(SEGMENTATION_BACKENDS),
+                   help="segmentation source: pose (mediapipe selfie segmentation), maskrcnn (detectron2), "
+                        "densepose (any IUV part), oracle")
+    p.add_argument("--input-size", default="384x128", help="training input HxW the feature map is derived from (MPN: 384x128)")
+    p.add_argument("--stride", type=int, default=BACKBONE_STRIDE, help="backbone output stride (ResNet-50 with last stride 1: 16)")
+    p.add_argument("--parts", dest="K", type=int, default=K_PARTS, help="number of strips K (MPN: 6)")
+    p.add_argument("--head-min-frac", type=float, default=HEAD_MIN_FRAC,
+                   help="head present when its parsing pixels are at least this fraction of the image")
+    p.add_argument("--leg-min-frac", type=float, default=LEG_MIN_FRAC,
+                   help="a leg present when its parsing pixels are at least this fraction of the image")
+    p.add_argument("--threshold", type=float, default=BINARIZE_THRESHOLD,
+                   help="binarisation threshold of the resized mask (fraction of a feature cell covered)")
+    p.add_argument("--iuv-group", help="densepose sources: IUV group to read (default: the first estimates/* group)")
+    p.add_argument("--onnx-model", help="onnx: exported parsing network (.onnx)")
+    p.add_argument("--label-map", help="onnx: preset (lip, atr, cihp) or JSON/YAML file naming head/leg/foreground classes")
+    p.add_argument("--maskrcnn-config", help="maskrcnn: detectron2 config YAML")
+    p.add_argument("--maskrcnn-weights", help="maskrcnn: weights file; never downloaded")
+    p.add_argument("--root", help="oracle: synthetic dataset folder (default: the folder the store was ingested from)")
+    p.add_argument("--device", default="cpu", help="torch/onnxruntime device for model backends")
+
+
+def flow_params(args: argparse.Namespace) -> dict[str, Any]:
+    keys = ("store", "parsing", "segmentation", "input_size", "stride", "K", "head_min_frac", "leg_min_frac",
+            "threshold", "iuv_group", "onnx_model", "label_map", "maskrcnn_config", "maskrcnn_weights", "root", "device",
+            "units_per_task", "overwrite", "dask_address", "dask_workers")
+    return {k: getattr(args, k) for k in keys} | {"progress": not args.no_progress}
