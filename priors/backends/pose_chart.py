@@ -1,0 +1,333 @@
+"""``pose-chart``: approximate DensePose IUV from pose landmarks + a person mask.
+
+DSA-reID (Sec. 3.1) warps each person pixel with DensePose semantics
+``(i, u, v)`` onto one of 24 DSAP-images. DensePose needs detectron2 and a GPU;
+this backend gives a *coarser* stand-in that runs on any CPU with the models
+bundled in mediapipe 0.10.21 (see :mod:`priors.backends.mediapipe_runner`):
+
+1. selfie segmentation gives the person pixels (probability >= ``seg_threshold``);
+2. BlazePose's 33 landmarks give a stick figure: 12 limb capsules
+   (upper/lower arms and legs, hands, feet), a tapered torso capsule from the
+   shoulder midpoint to the hip midpoint (ending in a shallow half-ellipse
+   below the hip joints, the crotch), and a head disc centred midway between
+   the ears' and the eyes' midpoints;
+3. every person pixel goes to the part whose axis is nearest in units of that
+   part's radius (:func:`landmarks_to_iuv`, vectorised over pixels x parts);
+   pixels farther than ``max_distance`` radii from every part (bags, bikes
+   the mask swallowed) stay background. A limb whose two ends have a mean
+   visibility under ``min_visibility`` is left out (its pixels go to the
+   neighbouring parts).
+
+Measured (``bench/bench_pose.py``, images 256 x 128): a pose is found on
+87/96 mini-Market-1501 and 98/100 CUHK03 crops (33 and 57 with a tight
+canvas); ``docs/figures/pose_chart_real.png`` shows the charts and the DSAP-images.
+
+It is much coarser than DensePose: parts are capsules around a 2-D skeleton,
+not a learned surface, and ``(u, v)`` are chart coordinates of our own, not
+DensePose's atlas coordinates. The *part indices* follow DensePose so the 24
+DSAP-images line up with DensePose-based ones; the UV content of a part does
+not match DensePose's.
+
+Part indices (DensePose-COCO, 1-based, 0 = background). DensePose names them
+only in pairs ("7, 9 = Upper Leg Right"); its flip table
+``Index_Symmetry_List = [1,2,4,3,6,5,8,7,10,9,...,24,23]`` swaps left/right
+and keeps 1/2, 7/9, ... which are therefore front/back (or inside/outside)
+halves, and 23/24 the right/left sides of the head. Which member is which was
+read off DensePose's ``texture_from_SURREAL.png`` atlas (tile 2 carries the
+shirt print -> torso front; tiles 7/8 carry the seat of the jeans -> upper leg
+back; arm tiles 15/16, 19/20 carry the inner-arm side, shaded by the body):
+
+====================  ==========  =====================================
+part                  left/right  front (facing camera) / back
+====================  ==========  =====================================
+torso                 --          2 / 1
+hand                  4 / 3       same index both ways
+foot                  5 / 6       same index both ways
+upper leg             10 / 9      front 9-10, back 7-8 (L 8, R 7)
+lower leg             14 / 13     front 13-14, back 11-12 (L 12, R 11)
+upper arm             15 / 16     inside 15-16 (front), outside 17-18
+lower arm             19 / 20     inside 19-20 (front), outside 21-22
+head                  24 / 23     by side of the head's midline
+====================  ==========  =====================================
+
+Left/right are the person's (mediapipe's landmark sides). Front/back comes
+from which way the person faces: the person's left shoulder/hip appear on the
+image's right when they face the camera; in near-profile views (small
+left-right spread) the nose's depth relative to the shoulders decides.
+
+Chart coordinates (our convention): limbs ``u`` = position along the axis
+from the proximal to the distal joint, ``v`` = 0.5 + 0.5 * signed offset /
+radius, positive towards the person's left; torso ``u`` from shoulders (0) to
+hips (1), ``v`` from the right (0) to the left (1) flank; head ``u`` from the
+neck side (0) to the crown (1), ``v`` from the midline (0) to the side (1).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from priors.estimators import OK, DenseResult
+
+# mediapipe BlazePose landmark indices (person's left/right)
+NOSE, L_EYE, R_EYE, L_EAR, R_EAR = 0, 2, 5, 7, 8
+L_SHOULDER, R_SHOULDER, L_ELBOW, R_ELBOW, L_WRIST, R_WRIST = 11, 12, 13, 14, 15, 16
+L_PINKY, R_PINKY, L_INDEX, R_INDEX = 17, 18, 19, 20
+L_HIP, R_HIP, L_KNEE, R_KNEE, L_ANKLE, R_ANKLE = 23, 24, 25, 26, 27, 28
+L_FOOT, R_FOOT = 31, 32
+HEAD_LANDMARKS = (NOSE, L_EYE, R_EYE, L_EAR, R_EAR)
+
+TORSO_BACK, TORSO_FRONT = 1, 2
+HEAD_RIGHT, HEAD_LEFT = 23, 24
+
+# (name, proximal landmark(s), distal landmark(s), radius key, front part, back part)
+LIMBS: tuple[tuple[str, tuple[int, ...], tuple[int, ...], str, int, int], ...] = (
+    ("upper_arm_left", (L_SHOULDER,), (L_ELBOW,), "upper_arm", 15, 17),
+    ("upper_arm_right", (R_SHOULDER,), (R_ELBOW,), "upper_arm", 16, 18),
+    ("lower_arm_left", (L_ELBOW,), (L_WRIST,), "lower_arm", 19, 21),
+    ("lower_arm_right", (R_ELBOW,), (R_WRIST,), "lower_arm", 20, 22),
+    ("hand_left", (L_WRIST,), (L_PINKY, L_INDEX), "hand", 4, 4),
+    ("hand_right", (R_WRIST,), (R_PINKY, R_INDEX), "hand", 3, 3),
+    ("upper_leg_left", (L_HIP,), (L_KNEE,), "upper_leg", 10, 8),
+    ("upper_leg_right", (R_HIP,), (R_KNEE,), "upper_leg", 9, 7),
+    ("lower_leg_left", (L_KNEE,), (L_ANKLE,), "lower_leg", 14, 12),
+    ("lower_leg_right", (R_KNEE,), (R_ANKLE,), "lower_leg", 13, 11),
+    ("foot_left", (L_ANKLE,), (L_FOOT,), "foot", 5, 5),
+    ("foot_right", (R_ANKLE,), (R_FOOT,), "foot", 6, 6),
+)
+
+
+@dataclass(frozen=True)
+class ChartParams:
+    """Geometry of the stick figure, in units of the torso length ``T``
+    (distance shoulder midpoint -> hip midpoint, an adult's ~50 cm).
+
+    Radii are half-widths of clothed limbs (~ thigh 20 cm wide -> 0.2 T).
+    """
+
+    upper_arm: float = 0.13
+    lower_arm: float = 0.11
+    hand: float = 0.10
+    upper_leg: float = 0.20
+    lower_leg: float = 0.15
+    foot: float = 0.10
+    torso_shoulder: float = 0.8
+    """torso half-width at the shoulders, as a fraction of half the shoulder-joint distance"""
+    torso_hip: float = 1.5
+    """torso half-width at the hips, as a fraction of half the hip-joint distance (pelvis is wider than the joints)"""
+    torso_min: float = 0.25
+    """torso half-width never below this (profile views: chest depth ~ 25 cm)"""
+    torso_below_hips: float = 0.15
+    """below the hip joints the torso ends in a flat half-ellipse this deep (the crotch), not a round cap"""
+    head: float = 0.24
+    """head disc radius (head ~ 23 cm tall)"""
+    min_visibility: float = 0.2
+    """a limb is drawn when the mean visibility of its two ends reaches this"""
+    max_distance: float = 2.0
+    """pixels farther than this many radii from every part stay background"""
+    side_view: float = 0.1
+    """|left-right spread| / T below this counts as a profile view (nose depth decides front/back)"""
+    min_torso_frac: float = 0.1
+    """T is at least this fraction of the image height (guards degenerate poses)"""
+
+
+def _mean_point(lm: np.ndarray, idx: tuple[int, ...]) -> tuple[np.ndarray, float]:
+    return lm[list(idx), :2].mean(axis=0), float(lm[list(idx), 3].mean())
+
+
+def _unit(vec: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    n = float(np.hypot(*vec))
+    return vec / n if n > 1e-6 else fallback
+
+
+def facing_front(landmarks: np.ndarray, torso_length: float, side_view: float = ChartParams.side_view) -> bool:
+    """True when the person faces the camera (see module doc)."""
+    lm = landmarks
+    spread = ((lm[L_SHOULDER, 0] - lm[R_SHOULDER, 0]) + (lm[L_HIP, 0] - lm[R_HIP, 0])) / 2.0
+    if abs(spread) >= side_view * torso_length:
+        return bool(spread > 0)
+    return bool(lm[NOSE, 2] < (lm[L_SHOULDER, 2] + lm[R_SHOULDER, 2]) / 2.0)
+
+
+def body_frame(landmarks: np.ndarray, image_h: int, min_torso_frac: float = ChartParams.min_torso_frac):
+    """Shoulder/hip midpoints, torso length ``T`` and the unit vector to the person's left."""
+    lm = landmarks
+    sh_mid = (lm[L_SHOULDER, :2] + lm[R_SHOULDER, :2]) / 2.0
+    hip_mid = (lm[L_HIP, :2] + lm[R_HIP, :2]) / 2.0
+    torso_length = max(float(np.hypot(*(hip_mid - sh_mid))), min_torso_frac * image_h)
+    down = _unit(hip_mid - sh_mid, np.array([0.0, 1.0]))
+    to_left = (lm[L_SHOULDER, :2] - lm[R_SHOULDER, :2]) + (lm[L_HIP, :2] - lm[R_HIP, :2])
+    perp = np.array([-down[1], down[0]])
+    to_left = perp if float(perp @ to_left) >= 0 else -perp
+    return sh_mid, hip_mid, torso_length, down, to_left
+
+
+def capsule_coordinates(
+    P: np.ndarray, A: np.ndarray, B: np.ndarray, r0: np.ndarray, r1: np.ndarray, to_left: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Normalised distance, axis position and signed offset of points ``P`` (N,2) to K tapered capsules.
+
+    ``A``, ``B`` (K,2) ends, ``r0``, ``r1`` (K,) radii at the ends. Returns
+    ``score`` (K,N) = distance to the axis / radius there, ``t`` (K,N) clipped
+    axis position in [0,1], ``across`` (K,N) = signed offset / radius, positive
+    on the ``to_left`` side of each axis. Computed in ``P``'s float dtype, one
+    (K,N) array per coordinate (no (K,N,2) temporaries).
+    """
+    dtype = P.dtype if P.dtype in (np.float32, np.float64) else np.float64
+    A, B = np.asarray(A, np.float64), np.asarray(B, np.float64)
+    d = B - A
+    inv_len2 = (1.0 / np.maximum((d * d).sum(axis=1), 1e-9)).astype(dtype)[:, None]
+    normal = np.stack([-d[:, 1], d[:, 0]], axis=1)
+    normal /= np.maximum(np.hypot(normal[:, 0], normal[:, 1]), 1e-9)[:, None]
+    normal *= np.where((normal @ np.asarray(to_left, np.float64)) >= 0, 1.0, -1.0)[:, None]
+    col = lambda a: np.asarray(a, dtype)[:, None]  # noqa: E731
+    dx, dy, nx, ny = col(d[:, 0]), col(d[:, 1]), col(normal[:, 0]), col(normal[:, 1])
+    relx = P[None, :, 0].astype(dtype) - col(A[:, 0])
+    rely = P[None, :, 1].astype(dtype) - col(A[:, 1])
+    t = np.clip((relx * dx + rely * dy) * inv_len2, 0.0, 1.0)
+    relx -= t * dx  # now the offset from the nearest axis point
+    rely -= t * dy
+    inv_radius = 1.0 / (col(r0) + col(np.asarray(r1) - np.asarray(r0)) * t)
+    score = np.hypot(relx, rely) * inv_radius
+    across = (relx * nx + rely * ny) * inv_radius
+    return score, t, across
+
+
+def landmarks_to_iuv(
+    landmarks: np.ndarray, person_mask: np.ndarray, params: ChartParams = ChartParams()
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+    """IUV of one image from its landmarks (33, 4: x, y in pixel-index coords, z, visibility) and mask (H, W).
+
+    Returns ``i`` (H,W) uint8, ``u``, ``v`` (H,W) float32 and whether the person faces the camera.
+    """
+    h, w = person_mask.shape
+    lm = np.asarray(landmarks, dtype=np.float64)
+    i_map = np.zeros((h, w), np.uint8)
+    u_map = np.zeros((h, w), np.float32)
+    v_map = np.zeros((h, w), np.float32)
+    sh_mid, hip_mid, T, down, to_left = body_frame(lm, h, params.min_torso_frac)
+    front = facing_front(lm, T, params.side_view)
+    rows, cols = np.nonzero(person_mask)
+    if rows.size == 0:
+        return i_map, u_map, v_map, front
+    P = np.stack([cols, rows], axis=1).astype(np.float32)
+
+    A, B, r0, r1, parts = [], [], [], [], []
+    for _name, prox, dist, key, front_part, back_part in LIMBS:
+        a, va = _mean_point(lm, prox)
+        b, vb = _mean_point(lm, dist)
+        if (va + vb) / 2.0 < params.min_visibility:
+            continue
+        r = getattr(params, key) * T
+        A.append(a), B.append(b), r0.append(r), r1.append(r)
+        parts.append(front_part if front else back_part)
+    n_limbs = len(A)
+    half_sh = float(np.hypot(*(lm[L_SHOULDER, :2] - lm[R_SHOULDER, :2]))) / 2.0
+    half_hip = float(np.hypot(*(lm[L_HIP, :2] - lm[R_HIP, :2]))) / 2.0
+    A.append(sh_mid), B.append(hip_mid)
+    r0.append(max(params.torso_shoulder * half_sh, params.torso_min * T))
+    r1.append(max(params.torso_hip * half_hip, params.torso_min * T))
+    parts.append(TORSO_FRONT if front else TORSO_BACK)
+    # midway between the ears' and the eyes' midpoints: the face points alone pull it forward in profile
+    head_c = (lm[[L_EAR, R_EAR], :2].mean(axis=0) + lm[[L_EYE, R_EYE], :2].mean(axis=0)) / 2.0
+    r_head = params.head * T
+    A.append(head_c), B.append(head_c), r0.append(r_head), r1.append(r_head)
+    parts.append(HEAD_RIGHT)  # placeholder, split below
+
+    score, t, across = capsule_coordinates(P, np.array(A), np.array(B), np.array(r0), np.array(r1), to_left)
+    below = np.maximum((P - hip_mid.astype(np.float32)) @ down.astype(np.float32), 0.0)
+    beyond = below > 0
+    score[n_limbs, beyond] = np.hypot(across[n_limbs, beyond], below[beyond] / (params.torso_below_hips * T))
+    best = np.argmin(score, axis=0)
+    pick = np.arange(P.shape[0])
+    keep = score[best, pick] <= params.max_distance
+    part = np.asarray(parts, dtype=np.uint8)[best]
+    u = t[best, pick]
+    v = np.clip(0.5 + 0.5 * across[best, pick], 0.0, 1.0)
+
+    # the torso (index n_limbs) keeps the generic capsule chart: u shoulders -> hips, v right -> left flank
+    on_head = best == n_limbs + 1
+    if on_head.any():
+        rel = P[on_head].astype(np.float64) - head_c
+        # midline through the nose when the face is seen, through the head centre otherwise
+        mid = (lm[NOSE, :2] - head_c) if front else np.zeros(2)
+        side = (rel - mid) @ to_left / r_head
+        part[on_head] = np.where(side < 0, HEAD_RIGHT, HEAD_LEFT)
+        u[on_head] = np.clip(0.5 - 0.5 * (rel @ down) / r_head, 0.0, 1.0)
+        v[on_head] = np.clip(np.abs(side), 0.0, 1.0)
+
+    r_, c_ = rows[keep], cols[keep]
+    i_map[r_, c_] = part[keep]
+    u_map[r_, c_] = u[keep]
+    v_map[r_, c_] = v[keep]
+    return i_map, u_map, v_map, front
+
+
+class PoseChartEstimator:
+    """Dense-semantics backend ``pose-chart`` (see module doc).
+
+    Parameters: ``pad``/``canvas`` of the first pose attempt (further attempts
+    from :data:`~priors.backends.mediapipe_runner.DEFAULT_POSE_ATTEMPTS`),
+    ``seg_threshold`` on the selfie-segmentation probability (0.5),
+    ``min_area_frac`` (0.02): a mask smaller than this fraction of the crop is
+    ``"no_person"``, ``retry``: try the further pads when the first finds no pose,
+    ``min_detection_confidence`` of BlazePose's person detector, and any
+    :class:`ChartParams` field (e.g. ``min_visibility``, ``max_distance``).
+    Status per image: ``"ok"``, ``"pose_not_found"`` or ``"no_person"`` (empty mask).
+    """
+
+    name = "pose-chart"
+    weights_sha256 = None
+
+    def __init__(
+        self,
+        pad: float = 3.0,
+        canvas: int = 256,
+        seg_threshold: float = 0.5,
+        min_detection_confidence: float = 0.5,
+        min_area_frac: float = 0.02,
+        retry: bool = True,
+        **chart: Any,
+    ) -> None:
+        from priors.backends import mediapipe_runner as mpr
+
+        self.chart = ChartParams(**chart)
+        attempts = ((float(pad), "gray"),) + (mpr.DEFAULT_POSE_ATTEMPTS[1:] if retry else ())
+        self.seg_threshold = float(seg_threshold)
+        self.min_area_frac = float(min_area_frac)
+        self._runner = mpr.get_runner(attempts, canvas, 1.0, min_detection_confidence)
+        self.version = f"0.1+mediapipe{mpr.mediapipe_version()}"
+        self.params: dict[str, Any] = {
+            **self._runner.params,
+            "seg_threshold": self.seg_threshold,
+            "min_area_frac": self.min_area_frac,
+            **asdict(self.chart),
+        }
+
+    def estimate(self, images: np.ndarray, rows: pd.DataFrame) -> DenseResult:
+        images = np.asarray(images)
+        b, h, w = images.shape[:3]
+        pose = self._runner.pose(images)
+        mask = self._runner.selfie(images) >= self.seg_threshold
+        i = np.zeros((b, h, w), np.uint8)
+        u = np.zeros((b, h, w), np.float32)
+        v = np.zeros((b, h, w), np.float32)
+        status = []
+        for k in range(b):
+            if not pose.found[k]:
+                status.append("pose_not_found")
+                continue
+            if mask[k].mean() < self.min_area_frac:
+                status.append("no_person")
+                continue
+            i[k], u[k], v[k], _ = landmarks_to_iuv(pose.landmarks[k], mask[k], self.chart)
+            status.append(OK)
+        return DenseResult(i=i, u=u, v=v, status=status)
+
+
+__all__ = [
+    "ChartParams", "LIMBS", "PoseChartEstimator", "body_frame", "capsule_coordinates", "facing_front",
+    "landmarks_to_iuv",
+]

