@@ -124,7 +124,9 @@ def ingest_flow(
     root = index.attrs["root"]
     s = create_store(store, dataset=dataset, index=index, image_size=hw, source_root=root,
                      unit_size=unit_size, params={"size": list(hw), "options": options or {}}, overwrite=overwrite)
-    pending = [u[0] for u in image_writer(s).pending()]
+    writer = image_writer(s)
+    writer.discard_partials()
+    pending = [u[0] for u in writer.pending()]
     calls = [(s.url, str(root), b) for b in batches(pending, units_per_task)]
     results = summarize_results(run_tasks(write_image_units, calls, "ingest", progress, dask_address, dask_workers))
     counts = summarize(index)

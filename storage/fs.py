@@ -70,6 +70,18 @@ class StoreFS:
             return []
         return sorted(posixpath.basename(x.rstrip("/")) for x in self.fs.ls(p, detail=False))
 
+    def remove_partials(self, rel: str) -> int:
+        """Delete temporary files a killed writer left below ``rel`` (ours and zarr's)."""
+        if not self.local:
+            return 0  # object stores have no partial writes
+        n = 0
+        for folder, _, files in os.walk(self.path(rel)):
+            for name in files:
+                if ".tmp-" in name or name.endswith(".partial"):
+                    os.remove(os.path.join(folder, name))
+                    n += 1
+        return n
+
     def rm(self, rel: str) -> None:
         p = self.path(rel)
         if self.fs.exists(p):

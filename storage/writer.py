@@ -113,6 +113,16 @@ class UnitWriter:
         self.arrays = {k: a.with_config({"write_empty_chunks": True}) for k, a in arrays.items()}
         self._fs = store._fs
 
+    def discard_partials(self) -> int:
+        """Remove temporary files of writes a killed run left half done.
+
+        Call it from the driver before tasks start (never while other
+        processes write this group): they would look like stray files to a
+        byte-for-byte comparison and to ``verify``.
+        """
+        n = sum(self._fs.remove_partials(a.path) for a in self.arrays.values())
+        return n + self._fs.remove_partials(f"units/{self.name}") + self._fs.remove_partials(f"tables/{self.name}")
+
     # -- state --
     def marker(self, k: int) -> str:
         return f"units/{self.name}/{k:06d}.json"
@@ -180,7 +190,9 @@ def group_writer(
         g = store.root[name]
         old = dict(g.attrs.get("provenance", {}))
         if same_provenance(old, provenance) and g.attrs.get("layout") == layout:
-            return UnitWriter(store, name, {k: g[k] for k in arrays})
+            writer = UnitWriter(store, name, {k: g[k] for k in arrays})
+            writer.discard_partials()
+            return writer
     if name in store.root and not overwrite:
         raise StoreError(
             f"{store.url} already has {name} made with other settings "

@@ -28,5 +28,32 @@ def prefect_api(tmp_path_factory):
     os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect_home"))
     from prefect.testing.utilities import prefect_test_harness
 
+    from prefect.settings import PREFECT_API_URL
+
     with prefect_test_harness(server_startup_timeout=120):
-        yield
+        yield PREFECT_API_URL.value()  # subprocesses report here instead of starting servers of their own
+
+
+@pytest.fixture(scope="session")
+def synthetic_world(tmp_path_factory) -> Path:
+    """A small synthetic world in the Market-1501 layout, with ground truth."""
+    from priors.synthetic import write_dataset
+
+    out = tmp_path_factory.mktemp("world") / "world"
+    write_dataset(out, ids=10, images_per_id=6, cameras=3, seed=7, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def synthetic_store(tmp_path_factory, synthetic_world, prefect_api) -> Path:
+    """The synthetic world ingested at 128x64 with oracle DSAP (S=32) and MPN priors for a 128x64 input."""
+    from pipelines.build_dsap import build_dsap_flow
+    from pipelines.build_mpn import build_mpn_flow
+    from pipelines.ingest import ingest_flow
+
+    store = tmp_path_factory.mktemp("store") / "store"
+    ingest_flow(dataset="market1501", root=str(synthetic_world), store=str(store), size="128x64", unit_size=8,
+                progress=False)
+    build_dsap_flow(store=str(store), estimator="oracle", S=32, progress=False)
+    build_mpn_flow(store=str(store), parsing="oracle", segmentation="oracle", input_size="128x64", progress=False)
+    return store
