@@ -32,10 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("synth", help="render the synthetic re-ID world in the Market-1501 layout, with ground truth")
-    from priors.synthetic.cli import configure_parser
+    from priors.synthetic import cli as synth_cli
 
-    configure_parser(p)
+    p = sub.add_parser("synth", help=synth_cli.HELP, description=synth_cli.DESCRIPTION)
+    synth_cli.configure_parser(p)
 
     p = sub.add_parser("ingest", help="dataset folder -> store (index.parquet + images)")
     from storage.datasets import DATASETS
