@@ -159,3 +159,24 @@ def test_densepose_sources_need_an_iuv_group(tmp_path, synthetic_world, prefect_
     prov = open_store(store).group("priors/mpn").provenance
     assert [p["name"] for p in prov["producer"]] == ["iuv-parsing", "iuv-segmentation"]
     assert "estimates/oracle" in prov["inputs"]
+
+
+def roi_errors(store_path) -> dict[str, float]:
+    import json
+
+    from priors.synthetic import read_image_table
+    from priors.synthetic.truth import roi_extent_error
+
+    s = open_store(store_path)
+    root = Path(s.attrs["source_root"])
+    src_h = json.loads((root / "groundtruth" / "meta.json").read_text())["args"]["size"][0]
+    stats = s.group("priors/mpn").table("stats").merge(s.ok_index[["image_id", "relpath"]], on="image_id")
+    return roi_extent_error(stats, read_image_table(root), s.group("priors/mpn").arrays["mask"].shape[1], src_h)
+
+
+def test_oracle_roi_tracks_the_true_person_extent(synthetic_store):
+    e = roi_errors(synthetic_store)
+    assert e["cut_fraction"] > 0.1  # the world really has cut-off heads/feet
+    # binarising 16x16-pixel cells at half coverage drops thin feet/hair rows: within about a row
+    assert e["upper_mae_rows"] < 1.0 and e["lower_mae_rows"] < 1.25, e
+    assert e["correlation"] > 0.8  # the ROI moves with the person, it is not the whole image
