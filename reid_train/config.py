@@ -1,0 +1,204 @@
+"""Training configuration: one plain dataclass, saved as YAML in every run.
+
+:class:`TrainConfig` holds the fields every method shares. A method's
+``Config`` subclasses it, adds its own fields (loss weights, margins, ...) and
+sets its paper's settings as defaults. Precedence when a run starts:
+method defaults < ``--config FILE`` (YAML, any subset of fields) < command-line
+flags (``--lr``, ``--pk``, ... and ``--set name=value`` for any field).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CHOICES = {
+    "optimizer": ("adam", "sgd"),
+    "schedule": ("step", "exp", "none"),
+    "amp": ("none", "bf16", "fp16"),
+    "metric": ("euclidean", "cosine"),
+    "last_stride": (1, 2),
+}
+
+
+@dataclass
+class TrainConfig:
+    """Common training settings (defaults: a small, fast CPU-friendly run).
+
+    Schedules (per iteration, epochs may be fractional): linear warm-up from
+    ``warmup_factor * lr`` to ``lr`` over ``warmup_epochs``; then ``step``
+    multiplies by ``gamma`` at each epoch in ``milestones``; ``exp`` keeps
+    ``lr`` until ``exp_decay_start`` and then decays as
+    ``lr * gamma ** ((e - start) / (epochs - start))`` (Hermans et al. 2017,
+    so ``gamma`` is the factor reached at the last epoch, e.g. 0.001).
+    """
+
+    method: str = "baseline"
+    store: str = ""                  # store path, recorded for `reid_train.evaluate`
+    # model
+    backbone: str = "resnet50"       # resnet18 | resnet34 | resnet50 | resnet101
+    last_stride: int = 2
+    pretrained: str = ""             # local torchvision ImageNet state_dict file ("" = random init)
+    # data
+    size: tuple[int, int] = (256, 128)  # (H, W)
+    P: int = 16                      # identities per batch
+    K: int = 4                       # images per identity
+    workers: int = 2
+    augment: dict = field(default_factory=dict)  # keyword arguments of reid_train.augment.AugmentConfig
+    # schedule
+    epochs: int = 120
+    max_steps: int = 0               # stop after this many iterations (0 = epochs * steps per epoch)
+    optimizer: str = "adam"
+    lr: float = 3.5e-4
+    weight_decay: float = 5e-4
+    momentum: float = 0.9            # SGD only
+    nesterov: bool = False           # SGD only
+    backbone_lr_mult: float = 1.0    # lr multiplier of the backbone parameters
+    warmup_epochs: float = 0.0
+    warmup_factor: float = 0.1
+    schedule: str = "step"
+    milestones: tuple[int, ...] = (40, 70)
+    gamma: float = 0.1
+    exp_decay_start: float = 0.0
+    # execution
+    amp: str = "none"                # bf16 / fp16 autocast (fp16 with a GradScaler, CUDA only)
+    channels_last: bool = False
+    compile: bool = False            # torch.compile the method in place
+    seed: int = 0
+    device: str = "auto"             # auto | cpu | cuda | cuda:N
+    threads: int = 0                 # torch intra-op threads on CPU (0 = all cores)
+    log_every: int = 10              # iterations between metrics CSV / TensorBoard rows
+    checkpoint_every: int = 0        # iterations between checkpoints (0 = at every epoch end only)
+    # evaluation
+    eval_every: int = 0              # epochs between evaluations (0 = only at the end)
+    eval_batch_size: int = 128
+    flip_eval: bool = False          # average the features of the image and its mirror
+    metric: str = "euclidean"        # evaluation distance
+
+    def validate(self) -> "TrainConfig":
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}={getattr(self, name)!r}; expected one of {allowed}")
+        if len(self.size) != 2 or min(self.size) <= 0:
+            raise ValueError(f"size must be (H, W) > 0, got {self.size}")
+        for name in ("P", "K", "epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.P < 2:
+            raise ValueError("P must be >= 2: batch-hard mining needs negatives")
+        if self.schedule == "exp" and not self.exp_decay_start < self.epochs:
+            raise ValueError("exp_decay_start must be < epochs")
+        return self
+
+
+def _coerce(value: Any, default: Any, name: str) -> Any:
+    """Convert a YAML / command-line value to the type of the field's default."""
+    if isinstance(default, bool):
+        if isinstance(value, str):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+        if not isinstance(value, bool):
+            raise ValueError(f"{name}: expected a boolean, got {value!r}")
+        return value
+    if isinstance(default, tuple):
+        if isinstance(value, str):
+            value = [v for v in value.replace("x", ",").split(",") if v.strip()]
+        elem = type(default[0]) if default else float
+        return tuple(elem(v) for v in value)
+    if isinstance(default, dict):
+        if not isinstance(value, dict):
+            raise ValueError(f"{name}: expected a mapping, got {value!r}")
+        return dict(value)
+    if isinstance(default, float) and isinstance(value, (int, float, str)):
+        return float(value)
+    if isinstance(default, int) and isinstance(value, (int, str)) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(default, str):
+        return "" if value is None else str(value)
+    return value
+
+
+def _defaults(cls: type) -> dict[str, Any]:
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
+
+
+def config_from_dict(cls: type, values: dict[str, Any], base: TrainConfig | None = None) -> TrainConfig:
+    """``cls`` instance from ``base`` (or ``cls`` defaults) updated by ``values``;
+    unknown names are an error (a typo must not be silently ignored)."""
+    defaults = _defaults(cls)
+    unknown = sorted(set(values) - set(defaults))
+    if unknown:
+        raise ValueError(f"unknown config fields {unknown} for {cls.__qualname__}; known: {sorted(defaults)}")
+    cfg = base if base is not None else cls()
+    changes = {k: _coerce(v, defaults[k], k) for k, v in values.items()}
+    return dataclasses.replace(cfg, **changes).validate()
+
+
+def to_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """Plain YAML/JSON-safe dict (tuples become lists)."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        out[f.name] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def save_config(cfg: TrainConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def load_config(path: str | Path, cls: type = TrainConfig, base: TrainConfig | None = None) -> TrainConfig:
+    """Read a YAML file (any subset of ``cls``'s fields) on top of ``base``."""
+    values = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a mapping of config fields")
+    return config_from_dict(cls, values, base)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"256x128"`` -> (256, 128)."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"size must look like HxW (e.g. 256x128), got {text!r}") from None
+    return h, w
+
+
+# command-line flag (argparse dest) -> config field; None values are "not given"
+COMMON_FLAGS = ("backbone", "epochs", "max_steps", "lr", "device", "seed", "workers")
+
+
+def apply_overrides(cfg: TrainConfig, args: Any) -> TrainConfig:
+    """Apply the common flags of :mod:`reid_train.fit` (``args`` is an argparse
+    namespace; attributes that are missing or None are left alone):
+    ``backbone, size ("HxW"), pk ([P, K]), epochs, max_steps, lr, device, seed,
+    workers`` and ``set`` (list of ``name=value`` strings for any field, the
+    value parsed as YAML)."""
+    values: dict[str, Any] = {}
+    for name in COMMON_FLAGS:
+        v = getattr(args, name, None)
+        if v is not None:
+            values[name] = v
+    size = getattr(args, "size", None)
+    if size is not None:
+        values["size"] = parse_size(size) if isinstance(size, str) else tuple(size)
+    pk = getattr(args, "pk", None)
+    if pk is not None:
+        values["P"], values["K"] = int(pk[0]), int(pk[1])
+    for item in getattr(args, "set", None) or ():
+        name, sep, text = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects name=value, got {item!r}")
+        values[name.strip()] = yaml.safe_load(text)
+    return config_from_dict(type(cfg), values, cfg) if values else cfg.validate()
