@@ -21,7 +21,9 @@ dependencies are imported only inside the backend module, when it is built.
 from __future__ import annotations
 
 import enum
+import hashlib
 import importlib
+import os
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -148,6 +150,15 @@ def segmentation_source(name: str, **options: Any) -> SegmentationSource:
     return _build(SEGMENTATION_BACKENDS, "segmentation", name, **options)
 
 
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file (model weights, dumps), streamed: recorded in provenance."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
 def optional_import(module: str, install_hint: str):
     """Import an optional heavy dependency or fail with what to install."""
     try:
@@ -170,4 +181,5 @@ __all__ = [
     "parsing_source",
     "segmentation_source",
     "optional_import",
+    "file_sha256",
 ]

@@ -10,7 +10,6 @@ so two runs with the same inputs can produce byte-identical stores.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 import subprocess
@@ -52,14 +51,6 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         pass
     return version
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _jsonable(value: Any) -> Any:

@@ -21,7 +21,6 @@ DensePose are imported only when the estimator is built.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from typing import Any
 
@@ -29,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from priors.densepose_charts import best_instance_iuv, to_numpy
-from priors.estimators import DenseResult, optional_import
+from priors.estimators import DenseResult, file_sha256, optional_import
 
 INSTALL_HINT = (
     "install detectron2 and its DensePose project (not on PyPI): "
@@ -37,15 +36,6 @@ INSTALL_HINT = (
     "pip install 'git+https://github.com/facebookresearch/detectron2.git#subdirectory=projects/DensePose' "
     "(see environment.yml)"
 )
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, streamed."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def model_input_size(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int]:

@@ -23,7 +23,6 @@ bilinearly, then argmax — or as labels ``(B, h, w)`` — resized back nearest.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from priors.estimators import OK, CoarseParsing, ParsingResult, optional_import
+from priors.estimators import OK, CoarseParsing, ParsingResult, file_sha256, optional_import
 
 LIP_CLASSES = (
     "Background", "Hat", "Hair", "Glove", "Sunglasses", "UpperClothes", "Dress", "Coat", "Socks", "Pants",
@@ -130,14 +129,6 @@ def label_lut(label_map: dict[str, Any], num_classes: int | None = None) -> np.n
     for label, members in groups.items():
         lut[members] = label
     return lut
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class OnnxParsing:

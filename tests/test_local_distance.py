@@ -1,0 +1,155 @@
+"""AlignedReID local distance (Eq. 1-2) against plain loops and hand-made cases."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from reid_train.local_distance import (LocalDistanceRows, local_distance, local_distance_blocks,
+                                       paired_local_distance, shortest_path_distance)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: one intra-op thread is faster (and immune to an oversubscribed CPU)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def naive_shortest_path(d) -> float:
+    """Eq. 2 as written: a double loop over the cells of one (H, H) matrix."""
+    h = len(d)
+    s = [[0.0] * h for _ in range(h)]
+    for i in range(h):
+        for j in range(h):
+            if i == 0 and j == 0:
+                s[i][j] = d[0][0]
+            elif j == 0:
+                s[i][j] = s[i - 1][j] + d[i][j]
+            elif i == 0:
+                s[i][j] = s[i][j - 1] + d[i][j]
+            else:
+                s[i][j] = min(s[i - 1][j], s[i][j - 1]) + d[i][j]
+    return s[h - 1][h - 1]
+
+
+def naive_local_distance(f: np.ndarray, g: np.ndarray) -> float:
+    """Eq. 1 with the paper's (e^x - 1) / (e^x + 1), then Eq. 2, for one pair."""
+    h = len(f)
+    d = [[0.0] * h for _ in range(h)]
+    for i in range(h):
+        for j in range(h):
+            x = math.sqrt(float(((f[i] - g[j]) ** 2).sum()))
+            d[i][j] = (math.exp(x) - 1) / (math.exp(x) + 1)
+    return naive_shortest_path(d)
+
+
+@pytest.mark.parametrize("h", [1, 2, 3, 5, 8])
+def test_shortest_path_matches_double_loop(h):
+    g = torch.Generator().manual_seed(h)
+    d = torch.rand(3, 4, h, h, generator=g, dtype=torch.float64)
+    got = shortest_path_distance(d)
+    assert got.shape == (3, 4)
+    want = torch.tensor([[naive_shortest_path(d[a, b].tolist()) for b in range(4)] for a in range(3)],
+                        dtype=torch.float64)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+
+
+def test_shortest_path_hand_made_matrix():
+    # the cheap cells form a staircase through the right column then down
+    d = torch.tensor([[1.0, 0.0, 0.0],
+                      [9.0, 9.0, 0.0],
+                      [9.0, 9.0, 2.0]])
+    assert shortest_path_distance(d).item() == 3.0
+    # gradient = indicator of the (unique) shortest path
+    d.requires_grad_(True)
+    shortest_path_distance(d).backward()
+    assert d.grad.tolist() == [[1, 1, 1], [0, 0, 1], [0, 0, 1]]
+
+
+def test_identical_sequences_give_the_minimal_distance():
+    """One-hot parts a*e_i: d_ii ~ 0, d_ij = tanh(a / sqrt 2); a path must
+    cross H - 1 off-diagonal cells, so S = (H - 1) tanh(a / sqrt 2)."""
+    h, a = 6, 3.0
+    x = a * torch.eye(h, 10, dtype=torch.float64)[None]
+    t = math.tanh(a / math.sqrt(2))
+    got = local_distance(x, x)[0, 0].item()
+    assert got == pytest.approx((h - 1) * t + h * math.tanh(0.5e-6), abs=1e-9)
+    others = torch.randn(20, h, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * a
+    assert (local_distance(x, others) > got).all()
+
+
+def test_shifted_sequence_is_aligned():
+    """A ramp x_i = i a u and the same ramp shifted down by s rows,
+    y_j = (j - s) a u: d(x_i, y_j) = tanh(a |i - j + s| / 2). The zero cells
+    (i, i + s) lie on every shortest path (gradient 1 there), and the
+    distance is 2 sum_{m<=s} tanh(a m / 2) + (H - 1 - s) tanh(a / 2), far
+    below the unaligned sum of corresponding rows H tanh(a s / 2)."""
+    h, s, a = 8, 2, 1.0
+    u = torch.zeros(4, dtype=torch.float64)
+    u[0] = 1.0
+    x = (torch.arange(h, dtype=torch.float64)[:, None] * a * u)[None]
+    y = ((torch.arange(h, dtype=torch.float64) - s)[:, None] * a * u)[None]
+    want = 2 * sum(math.tanh(a * m / 2) for m in range(1, s + 1)) + (h - 1 - s) * math.tanh(a / 2)
+    eps = (h - s) * math.tanh(0.5e-6)  # the zero cells: sqrt is taken of max(x^2, 1e-12)
+    assert paired_local_distance(x, y).item() == pytest.approx(want + eps, abs=1e-9)
+    assert want < h * math.tanh(a * s / 2)
+    i, j = torch.meshgrid(torch.arange(h), torch.arange(h), indexing="ij")
+    d = torch.tanh(a * (i - j + s).abs().double() / 2).requires_grad_(True)
+    shortest_path_distance(d).backward()
+    assert all(d.grad[r, r + s].item() == 1.0 for r in range(h - s))
+    assert d.grad[0, 0].item() == 1.0 and d.grad[h - 1, h - 1].item() == 1.0
+
+
+def test_local_distance_matches_per_pair_loop():
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(4, 7, 5, generator=g, dtype=torch.float64) * 0.5
+    y = torch.randn(6, 7, 5, generator=g, dtype=torch.float64) * 0.5
+    want = np.array([[naive_local_distance(x[a].numpy(), y[b].numpy()) for b in range(6)] for a in range(4)])
+    np.testing.assert_allclose(local_distance(x, y).numpy(), want, rtol=1e-10, atol=1e-6)
+    # float32 path agrees too
+    np.testing.assert_allclose(local_distance(x.float(), y.float()).numpy(), want, rtol=1e-5, atol=1e-5)
+    # paired = the diagonal; symmetric in its arguments
+    torch.testing.assert_close(paired_local_distance(x, y[:4]), local_distance(x, y[:4]).diagonal())
+    torch.testing.assert_close(local_distance(y, x), local_distance(x, y).t())
+
+
+def test_blocks_equal_one_shot():
+    g = torch.Generator().manual_seed(4)
+    q, gal = torch.randn(11, 4, 8, generator=g), torch.randn(23, 4, 8, generator=g)
+    full = local_distance(q, gal).numpy()
+    blocks = local_distance_blocks(q, gal, block=3, gallery_block=5)
+    assert blocks.dtype == np.float32 and blocks.shape == (11, 23)
+    np.testing.assert_allclose(blocks, full, rtol=1e-6, atol=1e-6)
+    rows = LocalDistanceRows(q.numpy(), gal.numpy(), block=4, gallery_block=7)
+    np.testing.assert_allclose(rows(5, 9), full[5:9], rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError):
+        local_distance_blocks(q, gal[:, :3])
+
+
+def test_large_distances_saturate_without_nan():
+    """Eq. 1 as written overflows e^x in float32 for x > 88; tanh(x/2) gives 1."""
+    x = torch.zeros(1, 5, 3)
+    y = torch.full((1, 5, 3), 200.0)
+    got = local_distance(x, y)
+    assert torch.isfinite(got).all() and got.item() == pytest.approx(9.0)  # 2H - 1 cells of 1
+
+
+def test_gradients_double_precision():
+    g = torch.Generator().manual_seed(5)
+    d = torch.rand(2, 3, 5, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(shortest_path_distance, (d,))
+    x = torch.randn(3, 4, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(2, 4, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(local_distance, (x, y))
+    assert torch.autograd.gradcheck(paired_local_distance, (x[:2], y))
+
+
+def test_coincident_features_have_finite_gradients():
+    x = torch.randn(3, 4, 6, requires_grad=True)
+    local_distance(x).sum().backward()  # the diagonal pairs compare identical rows
+    assert torch.isfinite(x.grad).all()
