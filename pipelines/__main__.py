@@ -1,11 +1,12 @@
-"""``python -m pipelines COMMAND``: run the project's flows here, without a Prefect server.
+"""python -m pipelines COMMAND: run the project's flows here, without a Prefect server.
 
-Commands: ``synth`` (write the synthetic world), ``ingest`` (dataset folder ->
-store), ``build-dsap`` (dense semantics -> IUV -> 24 DSAP-images),
-``build-mpn-priors`` (parsing + segmentation -> MPN coarse strip priors) and
-``demo`` (all of it on the synthetic world, then a short training run).
-Each flow is the same Prefect flow the deployments in ``prefect.yaml`` run;
-here Prefect uses a temporary local API.
+Commands: synth (write the synthetic world), ingest (dataset folder -> store),
+build-dsap (dense semantics -> IUV -> 24 DSAP-images), build-mpn-priors
+(parsing + segmentation -> MPN coarse strip priors) and demo (all of it on the
+synthetic world, then short training runs). Each flow is the same Prefect flow
+the deployments in prefect.yaml run; here Prefect starts a temporary local API
+(or reports to PREFECT_API_URL when set). `python -m pipelines COMMAND --help`
+explains every option.
 """
 from __future__ import annotations
 
