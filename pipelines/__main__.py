@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="demo", help="folder for the dataset, the store and the runs")
     p.add_argument("--ids", type=int, default=60, help="identities in the synthetic world")
     p.add_argument("--images-per-id", type=int, default=12, help="images per identity")
-    p.add_argument("--steps", type=int, default=300, help="training steps of each demo run")
+    p.add_argument("--steps", type=int, default=0,
+                   help="stop each demo run after this many iterations (default 0: the demo's 12 short epochs)")
     p.add_argument("--methods", default="baseline,dsa,mpn", help="comma-separated methods to train")
     p.add_argument("--seed", type=int, default=0, help="seed of the world and of training")
     return parser
