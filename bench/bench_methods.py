@@ -21,7 +21,9 @@ through the project's own commands:
    ===============  =====================================================
 
 3. a table of rank-1 / mAP (mean and per seed), and the paired differences
-   of each prior-guided variant against its prior-free twin.
+   of each prior-guided variant against its prior-free twin. The ``dsa``
+   runs are also evaluated on the fused features ``[z_G, z_L]``
+   (``dsa_fused_eval``, Table 3 "DSA (Two streams fused)"; same weights).
 
 Every variant keeps its paper's losses, loss weights, margins and
 architecture. The optimisation is the same for all (``--schedule common``,
@@ -66,7 +68,8 @@ VARIANTS = {
     "dsa": ("dsa", []),
     "dsa_mf_only": ("dsa", ["streams=mf_only"]),
 }
-PAIRS = (("mpn", "mpn_mt_only"), ("dsa", "dsa_mf_only"), ("mpn", "baseline"), ("dsa", "baseline"))
+PAIRS = (("mpn", "mpn_mt_only"), ("dsa", "dsa_mf_only"), ("dsa_fused_eval", "dsa_mf_only"), ("mpn", "baseline"),
+         ("dsa", "baseline"))
 PRESETS = {
     "quick": dict(ids=60, images_per_id=10, steps=40, seeds="0,1", dsag_widths="8,16,16,32", dsap_size=16),
     "full": dict(ids=100, images_per_id=10, steps=300, seeds="0,1,2", dsag_widths="32,64,64,128", dsap_size=32),
@@ -159,6 +162,20 @@ def fit_command(args, name: str, seed: int, store: Path, run_dir: Path, epochs: 
     return cmd
 
 
+def evaluate_with(run_dir: Path, **overrides) -> dict:
+    """Re-evaluate a finished run with other config fields (e.g. DSA's ``eval_feature="fused"``)."""
+    import torch
+
+    from reid_train.engine import extract_features, score_features, store_eval_loader
+    from reid_train.evaluate import load_run
+
+    method = load_run(run_dir, "cpu", **overrides)
+    loader = store_eval_loader(method.cfg, method.requires, torch.device("cpu"))
+    q = extract_features(method, loader("query"), method.cfg, torch.device("cpu"))
+    g = extract_features(method, loader("gallery"), method.cfg, torch.device("cpu"))
+    return score_features(method, q, g)
+
+
 def finished(run_dir: Path, cmd: list[str]) -> dict | None:
     """The summary of a completed earlier run of exactly ``cmd`` (re-used unless ``--rerun``)."""
     try:
@@ -239,6 +256,12 @@ def main(argv=None) -> int:
             results[name][seed] = {"rank1": final["rank1"], "mAP": final["mAP"], "seconds": dt}
             print(f"  {name:12s} seed {seed}: rank-1 {100 * final['rank1']:5.1f}  mAP {100 * final['mAP']:5.1f}"
                   f"  ({dt:5.1f} s{note})", flush=True)
+            if name == "dsa":  # Table 3 "DSA (Two streams fused)": the same weights, [z_G, z_L] at test time
+                fused = evaluate_with(run_dir, eval_feature="fused")
+                results.setdefault("dsa_fused_eval", {})[seed] = {"rank1": fused["rank1"], "mAP": fused["mAP"],
+                                                                   "seconds": 0.0}
+                print(f"  {'  fused eval':12s} seed {seed}: rank-1 {100 * fused['rank1']:5.1f}  "
+                      f"mAP {100 * fused['mAP']:5.1f}", flush=True)
 
     from storage import open_store
 
@@ -246,7 +269,7 @@ def main(argv=None) -> int:
     chance = 1 / ix.loc[ix["split"] == "gallery", "pid"].nunique()
     print(f"\nrank-1 / mAP in %, mean ± std over seeds {seeds} (chance rank-1 ≈ {100 * chance:.1f}%)")
     print(f"{'variant':13s} {'rank-1':>13s} {'mAP':>13s}  {'s/run':>6s}  per seed (rank-1/mAP)")
-    for name in variants:
+    for name in results:
         r = results[name]
         per = "  ".join(f"{100 * r[s]['rank1']:.1f}/{100 * r[s]['mAP']:.1f}" for s in seeds)
         print(f"{name:13s} {fmt([r[s]['rank1'] for s in seeds]):>13s} {fmt([r[s]['mAP'] for s in seeds]):>13s}"
