@@ -21,7 +21,7 @@ from priors.estimators import OK, DENSE_BACKENDS, dense_estimator, provenance_of
 from priors.iuv import pack_iuv
 from storage import failures_frame, group_writer, make_provenance, open_store, reopen_writer
 
-from pipelines.runner import batches, cached, count_reasons, run_tasks, summarize_results
+from pipelines.runner import batches, cached, count_reasons, finish, run_tasks
 
 DSAP_GROUP = "priors/dsap"
 WARP_VERSION = "1"
@@ -153,10 +153,7 @@ def build_dsap_flow(
     pending = sorted({u[0] for u in est_w.pending()} | {u[0] for u in dsap_w.pending()})
     calls = [(s.url, est_group, estimator, opts, int(S), fill_value, b) for b in batches(pending, units_per_task)]
     results = run_tasks(dsap_units, calls, "build-dsap", progress, dask_address, dask_workers)
-    summary = {"store": s.url, "group": DSAP_GROUP, "estimator": estimator, **summarize_results(results)}
-    print(f"build-dsap: {summary['units_written']} units written, {summary['units_skipped']} already done, "
-          f"failures {summary['failures']}, batch errors {len(summary['batch_errors'])}")
-    return summary
+    return finish("build-dsap", results, store=s.url, group=DSAP_GROUP, estimator=estimator)
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:

@@ -34,7 +34,7 @@ from priors.mpn_prior import (
 from storage import failures_frame, group_writer, make_provenance, open_store, reopen_writer
 
 from pipelines.ingest import parse_size
-from pipelines.runner import batches, cached, count_reasons, run_tasks, summarize_results
+from pipelines.runner import batches, cached, count_reasons, finish, run_tasks
 
 MPN_GROUP = "priors/mpn"
 PRIOR_VERSION = "1"
@@ -174,12 +174,8 @@ def build_mpn_flow(
     prior_params["feat_hw"] = tuple(feat_hw)
     calls = [(s.url, par_key, seg_key, prior_params, b) for b in batches(pending, units_per_task)]
     results = run_tasks(mpn_units, calls, "build-mpn-priors", progress, dask_address, dask_workers)
-    summary = {"store": s.url, "group": MPN_GROUP, "parsing": parsing, "segmentation": segmentation,
-               "feature_map": [h, w], **summarize_results(results),
-               "fallbacks": sum(r.get("fallbacks", 0) for r in results)}
-    print(f"build-mpn-priors: {summary['units_written']} units written, {summary['units_skipped']} already done, "
-          f"{summary['fallbacks']} fallbacks, failures {summary['failures']}")
-    return summary
+    return finish("build-mpn-priors", results, store=s.url, group=MPN_GROUP, parsing=parsing,
+                  segmentation=segmentation, feature_map=[h, w], fallbacks=0)
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:

@@ -106,18 +106,32 @@ def collect(futures: list, desc: str, progress: bool = True) -> list[dict[str, A
 
 
 def summarize_results(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Totals over the task results of one flow run."""
+    """Totals over the task results of one flow run (extra integer counters are summed too)."""
     out: dict[str, Any] = {"units_written": 0, "units_skipped": 0, "images": 0, "failures": {}, "batch_errors": []}
+    renamed = {"written": "units_written", "skipped": "units_skipped"}
     for r in results:
         if "error" in r:
             out["batch_errors"].append(r["error"])
             continue
-        out["units_written"] += r.get("written", 0)
-        out["units_skipped"] += r.get("skipped", 0)
-        out["images"] += r.get("images", 0)
-        for reason, n in r.get("failures", {}).items():
-            out["failures"][reason] = out["failures"].get(reason, 0) + n
+        for key, value in r.items():
+            if key == "failures":
+                for reason, n in value.items():
+                    out["failures"][reason] = out["failures"].get(reason, 0) + n
+            elif isinstance(value, int):
+                key = renamed.get(key, key)
+                out[key] = out.get(key, 0) + value
     return out
+
+
+def finish(flow_name: str, results: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
+    """The summary a build flow returns, printed as one line."""
+    summary = {**fields, **summarize_results(results)}
+    extra = "".join(f", {k} {v}" for k, v in summary.items()
+                    if k not in ("units_written", "units_skipped", "images") and isinstance(v, int))
+    print(f"{flow_name}: {summary['units_written']} units written, {summary['units_skipped']} already done, "
+          f"{summary['images']} images{extra}, failures {summary['failures']}, "
+          f"batch errors {len(summary['batch_errors'])}")
+    return summary
 
 
 def count_reasons(reasons: Iterable[str]) -> dict[str, int]:

@@ -44,9 +44,8 @@ class StoreError(RuntimeError):
 
 
 def compressor() -> BloscCodec:
-    """Blosc lz4 without shuffle: decodes at ~4 GB/s (byte shuffle of uint8 only slows it
-    down 5x); lossless codecs gain little on photos (zstd: 1.4x smaller, 10x slower to
-    decode), and training reads are bound by zarr's per-call overhead (bench/bench_store.py)."""
+    """Blosc lz4: decodes ~45k images/s per chunk; lossless codecs gain little on photos
+    (zstd-3: 1.36x smaller, 5x slower to decode) — bench/bench_store.py prints the comparison."""
     return BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle")
 
 

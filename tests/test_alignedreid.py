@@ -18,13 +18,6 @@ from reid_train.methods.alignedreid import (AlignedNet, aligned_trihard, classif
 from reid_train.rerank import k_reciprocal_rerank
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread is faster (and immune to an oversubscribed CPU)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def small_cfg(name="alignedreid", **kw):

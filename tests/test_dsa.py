@@ -13,13 +13,6 @@ from reid_train.methods.dsag_stream import DSAGStream, MergeBranches
 DSA = get_method("dsa")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: one intra-op thread is as fast, and far faster when the cores are shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 WIDTHS = (4, 8, 8, 16)   # shrunk Table 1 widths (paper: 32, 64, 64, 128)
 
 

@@ -11,13 +11,6 @@ from reid_train.local_distance import (LocalDistanceRows, local_distance, local_
                                        paired_local_distance, shortest_path_distance)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread is faster (and immune to an oversubscribed CPU)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def naive_shortest_path(d) -> float:

@@ -17,13 +17,6 @@ from reid_train.methods.mpn_parts import part_features_from_prior, roi_resize_ma
 MPN = get_method("mpn")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: one intra-op thread is as fast, and far faster when the cores are shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # --- Fig. 5(b): the AT input ------------------------------------------------

@@ -13,13 +13,6 @@ from reid_train.methods import get_method
 from reid_train.methods.sn import support_neighbor_loss, support_neighbor_terms
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread is faster (and immune to an oversubscribed CPU)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def per_anchor_sn(emb: np.ndarray, labels, k, sigma, lam, squared=False, no_positive="nearest"):
