@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from reid_train.evaluation import evaluate_features, evaluate_rank, pairwise_distance
-from reid_train.rerank import k_reciprocal_rerank, k_reciprocal_rerank_dist
+from reid_train.evaluation.metrics import evaluate_features, evaluate_rank, pairwise_distance
+from reid_train.evaluation.rerank import k_reciprocal_rerank, k_reciprocal_rerank_dist
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -2,7 +2,7 @@
 
 Same images (real pedestrian crops from ../shared/data resized to the store size, repeated with mirror
 copies to ``--images``; synthetic images when that folder is absent), same P×K batches (the same
-:class:`reid_train.sampler.PKSampler` positions), same augmentation (flip 0.5, pad 10 + random crop,
+:class:`reid_train.data.sampler.PKSampler` positions), same augmentation (flip 0.5, pad 10 + random crop,
 ImageNet normalisation, random erasing p = 0.5 after Zhong et al.), same number of workers, same
 machine, same run. Both produce float (B,3,H,W) batches in the main process.
 
@@ -35,9 +35,9 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from reid_train.augment import AugmentConfig  # noqa: E402
-from reid_train.data import TrainLoader  # noqa: E402
-from reid_train.sampler import PKSampler  # noqa: E402
+from reid_train.data.augment import AugmentConfig  # noqa: E402
+from reid_train.data.loader import TrainLoader  # noqa: E402
+from reid_train.data.sampler import PKSampler  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

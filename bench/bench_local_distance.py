@@ -1,7 +1,7 @@
 """AlignedReID local-distance evaluation time at Market-1501 size (3,368 queries
 x 15,913 gallery images, H = 8 parts, c = 128 channels).
 
-* vectorised: :func:`reid_train.local_distance.local_distance_blocks`
+* vectorised: :func:`reid_train.evaluation.local_distance.local_distance_blocks`
   (query x gallery tiles, one matrix product per tile for Eq. 1, the
   shortest path of Eq. 2 over the 2H - 1 anti-diagonals for all pairs of the
   tile at once). Timed on ``--queries`` query rows against the full gallery
@@ -31,7 +31,7 @@ import time
 import numpy as np
 import torch
 
-from reid_train.local_distance import local_distance_blocks
+from reid_train.evaluation.local_distance import local_distance_blocks
 
 
 def naive_pair(f: np.ndarray, g: np.ndarray) -> float:

@@ -121,7 +121,7 @@ def build_store(args, out: Path) -> Path:
 
 
 def steps_per_epoch(store: Path, P: int, K: int) -> int:
-    from reid_train.sampler import PKSampler
+    from reid_train.data.sampler import PKSampler
     from storage import open_store
 
     ix = open_store(store).ok_index

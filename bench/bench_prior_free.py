@@ -77,9 +77,9 @@ def global_local_eval(method, store: Path, cfg) -> dict:
     """AlignedReID's option: global + local distance, via its eval_distance hook."""
     import torch
 
-    from reid_train.data import EvalLoader
+    from reid_train.data.loader import EvalLoader
     from reid_train.engine import extract_features, plain
-    from reid_train.evaluation import evaluate_rank
+    from reid_train.evaluation.metrics import evaluate_rank
 
     method.cfg = dataclasses.replace(method.cfg, eval_local=True)
     method.eval()

@@ -47,7 +47,7 @@ class TrainConfig:
     P: int = 16                      # identities per batch
     K: int = 4                       # images per identity
     workers: int = 2
-    augment: dict = field(default_factory=dict)  # keyword arguments of reid_train.augment.AugmentConfig
+    augment: dict = field(default_factory=dict)  # keyword arguments of reid_train.data.augment.AugmentConfig
     # schedule
     epochs: int = 120
     max_steps: int = 0               # stop after this many iterations (0 = epochs * steps per epoch)

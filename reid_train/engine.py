@@ -103,8 +103,8 @@ def store_data(cfg: TrainConfig, requires: tuple[str, ...], dist: Dist, start_st
     """The real data: :class:`reid_train.data.TrainLoader` / ``EvalLoader`` on ``cfg.store``."""
     from storage import open_store
 
-    from .augment import AugmentConfig
-    from .data import TrainLoader
+    from .data.augment import AugmentConfig
+    from .data.loader import TrainLoader
 
     if not cfg.store:
         raise ValueError("no store given (--store)")
@@ -123,7 +123,7 @@ def store_data(cfg: TrainConfig, requires: tuple[str, ...], dist: Dist, start_st
 def store_eval_loader(cfg: TrainConfig, requires: tuple[str, ...], device: torch.device
                       ) -> Callable[[str], Iterable[dict]]:
     """split -> :class:`reid_train.data.EvalLoader` on ``cfg.store`` (unaugmented)."""
-    from .data import EvalLoader
+    from .data.loader import EvalLoader
 
     def eval_loader(split: str) -> Iterable[dict]:
         return EvalLoader(cfg.store, split, cfg.eval_batch_size, size=tuple(cfg.size), device=device,
@@ -150,7 +150,7 @@ def to_device(batch: dict, device: torch.device, channels_last: bool) -> dict:
 @torch.no_grad()
 def extract_features(method: Method, batches: Iterable[dict], cfg: TrainConfig, device: torch.device) -> dict:
     """Features (float32, CPU) + pids/camids of a split; flip-averaged when ``cfg.flip_eval``."""
-    from .evaluation import average_flip
+    from .evaluation.metrics import average_flip
 
     feats, pids, camids = [], [], []
     with autocast_context(cfg, device):
@@ -182,7 +182,7 @@ def score_features(method: Method, q: dict, g: dict, metric: str | None = None) 
     """CMC/mAP/mINP of extracted query and gallery features: the method's
     ``eval_distance`` hook when it gives one, else ``metric`` (default: the
     method's ``distance``) computed block-wise."""
-    from .evaluation import evaluate_features, evaluate_rank
+    from .evaluation.metrics import evaluate_features, evaluate_rank
 
     max_rank = min(50, len(g["pids"]))
     dist = method.eval_distance(q["features"], g["features"]) if metric is None else None

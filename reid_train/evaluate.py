@@ -5,7 +5,7 @@
 
 Loads ``RUN_DIR/config.yaml`` and ``RUN_DIR/checkpoint.pt`` (weights-only),
 extracts the method's features, and prints rank-1/5/10, mAP and mINP
-(Market-1501 protocol, :mod:`reid_train.evaluation`); with ``--rerank`` also
+(Market-1501 protocol, :mod:`reid_train.evaluation.metrics`); with ``--rerank`` also
 after k-reciprocal re-ranking (Zhong et al., CVPR 2017; k1=20, k2=6,
 lambda=0.3 as in AlignedReID Sec. 4). Results go to ``RUN_DIR/evaluation.json``
 and ``RUN_DIR/cmc_evaluation.png``.
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     g = extract_features(method, loader("gallery"), cfg, device)
     t_extract = time.perf_counter() - t0
 
-    from .evaluation import evaluate_rank
+    from .evaluation.metrics import evaluate_rank
 
     max_rank = min(50, len(g["pids"]))
     results = {"run": str(run), "store": cfg.store, "method": cfg.method, "metric": distance,
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     print(summary_line("plain", results["plain"]))
     curves = {"plain": results["plain"]["cmc"]}
     if args.rerank:
-        from .rerank import k_reciprocal_rerank
+        from .evaluation.rerank import k_reciprocal_rerank
 
         t0 = time.perf_counter()
         dist = k_reciprocal_rerank(q["features"], g["features"], k1=args.k1, k2=args.k2,

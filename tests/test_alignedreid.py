@@ -9,13 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from reid_train.evaluation import evaluate_rank
-from reid_train.local_distance import paired_local_distance
+from reid_train.evaluation.metrics import evaluate_rank
+from reid_train.evaluation.local_distance import paired_local_distance
 from reid_train.losses import pairwise_distance
 from reid_train.methods import get_method
 from reid_train.methods.alignedreid import (AlignedNet, aligned_trihard, classification_mutual_loss,
                                             metric_mutual_loss)
-from reid_train.rerank import k_reciprocal_rerank
+from reid_train.evaluation.rerank import k_reciprocal_rerank
 
 
 

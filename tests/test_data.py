@@ -8,10 +8,10 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from priors.dsap import flip_dsap
-from reid_train import data as data_mod
-from reid_train.augment import (AugmentConfig, AugmentParams, augment_batch, flip_dsap_torch, model_images,
+from reid_train.data import loader as data_mod
+from reid_train.data.augment import (AugmentConfig, AugmentParams, augment_batch, flip_dsap_torch, model_images,
                                 sample_params, translate_flip)
-from reid_train.data import EvalLoader, MissingGroupError, StoreDataset, TrainLoader, read_spans
+from reid_train.data.loader import EvalLoader, MissingGroupError, StoreDataset, TrainLoader, read_spans
 from storage import create_store, group_writer, image_writer, make_provenance
 
 H, W = 128, 64          # store image size
@@ -266,7 +266,7 @@ def test_cpu_slices_equal_the_vectorised_gather(world):
 
 def test_device_code_path_equals_cpu_path(world, monkeypatch):
     """The GPU path (one gather, torch ops, flip_dsap_torch) run on CPU tensors gives the CPU path's batch."""
-    from reid_train import augment as aug_mod
+    from reid_train.data import augment as aug_mod
 
     ds = StoreDataset(world["store"], "train", requires=("priors/dsap", "priors/mpn"))
     raw = {k: torch.from_numpy(v) for k, v in ds.read(np.arange(20)).items()}

@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reid_train.evaluation import (average_flip, evaluate_features, evaluate_rank,
+from reid_train.evaluation.metrics import (average_flip, evaluate_features, evaluate_rank,
                                    pairwise_distance)
 
 

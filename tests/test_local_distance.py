@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from reid_train.local_distance import (LocalDistanceRows, local_distance, local_distance_blocks,
+from reid_train.evaluation.local_distance import (LocalDistanceRows, local_distance, local_distance_blocks,
                                        paired_local_distance, shortest_path_distance)
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from reid_train.evaluation import pairwise_distance
-from reid_train.rerank import (k_reciprocal_rerank, k_reciprocal_rerank_dist, reciprocal_mask,
+from reid_train.evaluation.metrics import pairwise_distance
+from reid_train.evaluation.rerank import (k_reciprocal_rerank, k_reciprocal_rerank_dist, reciprocal_mask,
                                smallest_k_stable)
 
 

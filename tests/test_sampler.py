@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from reid_train.sampler import PKSampler, round_batches
+from reid_train.data.sampler import PKSampler, round_batches
 
 
 def _labels(counts, seed=0):

@@ -10,7 +10,7 @@ global feature (ID loss, plain cross-entropy: "we combined metric learning
 loss with classification loss", Sec. 4.2).
 
 Losses: TriHard (Hermans et al.) on the global distance (L2) and on the local
-distance (:mod:`reid_train.local_distance`, Eq. 1-2) with their own margins;
+distance (:mod:`reid_train.evaluation.local_distance`, Eq. 1-2) with their own margins;
 the hard positive / negative of each anchor is mined by the **global**
 distance (Sec. 3.1; ``mining="local"`` mines by the local distance instead).
 ``L = L_id + L_tri_global + L_tri_local`` (weights 1).
@@ -64,7 +64,7 @@ from torch import nn
 
 from ..backbones import backbone_depth, resnet
 from ..config import TrainConfig
-from ..local_distance import LocalDistanceRows, local_distance, paired_local_distance
+from ..evaluation.local_distance import LocalDistanceRows, local_distance, paired_local_distance
 from ..losses import cross_entropy_label_smooth, hard_example_mining, pairwise_distance
 from . import register
 from .base import Method
@@ -270,8 +270,8 @@ class AlignedReID(Method):
         cfg = self.cfg
         if not (cfg.eval_local or cfg.eval_rerank):
             return None
-        from ..evaluation import QueryBlockDistances
-        from ..rerank import k_reciprocal_rerank, k_reciprocal_rerank_dist
+        from ..evaluation.metrics import QueryBlockDistances
+        from ..evaluation.rerank import k_reciprocal_rerank, k_reciprocal_rerank_dist
 
         if not cfg.eval_local:
             return k_reciprocal_rerank(qf, gf, cfg.rerank_k1, cfg.rerank_k2, cfg.rerank_lambda, metric="euclidean")

@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..augment import flip_dsap_torch
+from ..data.augment import flip_dsap_torch
 from ..backbones import backbone_depth, conv1x1, resnet
 from ..config import TrainConfig
 from ..losses import batch_hard_triplet, cross_entropy_label_smooth

@@ -3,9 +3,9 @@
 * :class:`StoreDataset` — one split of a store as rows (``image_id`` order)
   with labels/pids/camids and the arrays of the required groups; reads any set
   of rows with as few zarr calls as the chunk layout allows.
-* :class:`TrainLoader` — P×K batches (:class:`reid_train.sampler.PKSampler`),
+* :class:`TrainLoader` — P×K batches (:class:`reid_train.data.sampler.PKSampler`),
   read by background threads into (pinned) memory, augmented on the target
-  device (:mod:`reid_train.augment`).
+  device (:mod:`reid_train.data.augment`).
 * :class:`EvalLoader` — a split in ``image_id`` order, unaugmented.
 
 Read path. The store keeps one identity's images in consecutive rows and

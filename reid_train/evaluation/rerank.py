@@ -50,7 +50,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .evaluation import METRICS, QueryBlockDistances
+from .metrics import METRICS, QueryBlockDistances
 
 
 # ----------------------------------------------------------------------------
