@@ -37,6 +37,7 @@ def run_demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     world, store = out / "world", out / "store"
     out.mkdir(parents=True, exist_ok=True)
+    quiet = bool(getattr(args, "quiet", False))
 
     t = _step(f"1/5 synthetic world: {args.ids} identities x {args.images_per_id} images -> {world}")
     if not (world / "groundtruth" / "meta.json").exists():
@@ -51,13 +52,14 @@ def run_demo(args: argparse.Namespace) -> int:
     from pipelines.ingest import ingest_flow
 
     t = _step(f"2/5 ingest -> {store}")
-    ingest_flow(dataset="market1501", root=str(world), store=str(store), size="256x128")
+    ingest_flow(dataset="market1501", root=str(world), store=str(store), image_size="256x128", progress=not quiet)
     _done(t)
     t = _step("3/5 build-dsap: oracle IUV -> 24 DSAP-images (S=32)")
-    build_dsap_flow(store=str(store), estimator="oracle")
+    build_dsap_flow(store=str(store), estimator="oracle", progress=not quiet)
     _done(t)
     t = _step(f"4/5 build-mpn-priors: oracle parsing + mask, feature map of a {DEMO_SIZE} input at stride {DEMO_STRIDE}")
-    build_mpn_flow(store=str(store), parsing="oracle", segmentation="oracle", input_size=DEMO_SIZE, stride=DEMO_STRIDE)
+    build_mpn_flow(store=str(store), parsing="oracle", segmentation="oracle", input_size=DEMO_SIZE, stride=DEMO_STRIDE,
+                   progress=not quiet)
     _done(t)
     from storage import open_store
     from storage.verify import verify_store
@@ -72,10 +74,10 @@ def run_demo(args: argparse.Namespace) -> int:
     results = {}
     for method in methods:
         run = out / "runs" / method
-        cmd = [sys.executable, "-m", "reid_train.fit", "--method", method, "--store", str(store), "--out", str(run),
-               "--backbone", "resnet18", "--size", DEMO_SIZE, "--pk", "8", "4", "--max-steps", str(args.steps),
+        cmd = [sys.executable, "-m", "reid_train.fit", "--method", method, "--store", str(store), "--run", str(run),
+               "--resume-or-start", "--backbone", "resnet18", "--input-size", DEMO_SIZE, "--pk", "8", "4", "--max-steps", str(args.steps),
                "--seed", str(args.seed), "--device", "cpu", "--workers", "2", *DEMO_SCHEDULE,
-               *DEMO_METHOD_FLAGS.get(method, [])]
+               *DEMO_METHOD_FLAGS.get(method, []), *(["--quiet"] if quiet else [])]
         print("   ", " ".join(cmd[2:]), flush=True)
         subprocess.run(cmd, check=True)
         metrics = json.loads((run / "metrics.json").read_text())
