@@ -91,7 +91,32 @@ class TrainConfig:
             raise ValueError("P must be >= 2: batch-hard mining needs negatives")
         if self.schedule == "exp" and not self.exp_decay_start < self.epochs:
             raise ValueError("exp_decay_start must be < epochs")
+        self._check_ranges()
         return self
+
+    def _check_ranges(self) -> None:
+        """Values no run can use: non-finite numbers, negative counts or rates (a one-line error at start)."""
+        import math
+
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"{f.name} must be a finite number, got {v}")
+            if f.name.endswith("_weight") and isinstance(v, (int, float)) and v < 0:
+                raise ValueError(f"{f.name} must be >= 0, got {v}")
+        at_least = {"lr": 0, "weight_decay": 0, "warmup_epochs": 0, "backbone_lr_mult": 0, "max_steps": 0,
+                    "workers": 0, "threads": 0, "checkpoint_every": 0, "eval_every": 0, "log_every": 1,
+                    "eval_batch_size": 1, "exp_decay_start": 0}
+        for name, low in at_least.items():
+            if getattr(self, name) < low:
+                raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
+        if not 0 < self.warmup_factor <= 1:
+            raise ValueError(f"warmup_factor must be in (0, 1], got {self.warmup_factor}")
+        if self.gamma <= 0:
+            raise ValueError(f"gamma must be > 0, got {self.gamma}")
+        smoothing = getattr(self, "label_smoothing", 0.0)
+        if not 0 <= smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {smoothing}")
 
 
 def _coerce(value: Any, default: Any, name: str) -> Any:
