@@ -104,3 +104,20 @@ def test_evaluate_reads_only_the_groups_the_test_features_need(synthetic_store, 
     assert (other / "cmc_evaluation.png").is_file()
     # the same run evaluated from another working directory finds its store (absolute path recorded)
     assert evaluate.main(["--run", str(run), "--device", "cpu"]) == 0
+
+
+def test_losses_png_shows_a_single_logged_point(tmp_path):
+    """One metrics row (a 1-iteration run) still draws a visible point in every panel."""
+    import matplotlib.image as mpimg
+    import numpy as np
+
+    from reid_train.plots import plot_losses
+
+    csv = tmp_path / "metrics.csv"
+    csv.write_text("step,epoch,lr,id,triplet,total,images_per_s\n1,0.5,0.00035,6.1,0.4,6.5,12.0\n")
+    png = plot_losses(csv, tmp_path / "losses.png")
+    rgb = mpimg.imread(png)[..., :3]
+    blue = np.array([0.122, 0.467, 0.706])  # tab:blue, the loss curves
+    red = np.array([0.839, 0.153, 0.157])   # tab:red, the learning rate
+    assert (np.abs(rgb - blue).max(axis=-1) < 0.05).sum() > 3 * 20   # three loss panels, a marker each
+    assert (np.abs(rgb - red).max(axis=-1) < 0.05).sum() > 20
