@@ -72,14 +72,20 @@ def run_demo(args: argparse.Namespace) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     t = _step(f"5/5 training {', '.join(methods)}: resnet18, {DEMO_SIZE}, 12 short epochs each on the CPU")
     results = {}
+    train_ids = s.ok_index.loc[s.ok_index["split"] == "train", "pid"].nunique()
+    P = min(8, train_ids)  # 8 identities per batch, fewer in a tiny world
+    if P < 2:
+        raise ValueError(f"the world has {train_ids} training identities; batch-hard mining needs 2 (raise --ids)")
     for method in methods:
         run = out / "runs" / method
         cmd = [sys.executable, "-m", "reid_train.fit", "--method", method, "--store", str(store), "--run", str(run),
-               "--resume-or-start", "--backbone", "resnet18", "--input-size", DEMO_SIZE, "--pk", "8", "4", "--max-steps", str(args.steps),
+               "--resume-or-start", "--backbone", "resnet18", "--input-size", DEMO_SIZE, "--pk", str(P), "4",
+               *(["--max-steps", str(args.steps)] if args.steps else []),
                "--seed", str(args.seed), "--device", "cpu", "--workers", "2", *DEMO_SCHEDULE,
                *DEMO_METHOD_FLAGS.get(method, []), *(["--quiet"] if quiet else [])]
         print("   ", " ".join(cmd[2:]), flush=True)
-        subprocess.run(cmd, check=True)
+        if subprocess.run(cmd).returncode:
+            raise RuntimeError(f"training {method} failed (its error is above); re-run the demo to resume")
         metrics = json.loads((run / "metrics.json").read_text())
         results[method] = metrics
     _done(t)
@@ -90,5 +96,5 @@ def run_demo(args: argparse.Namespace) -> int:
               f"{100 * final.get('mINP', float('nan')):6.1f}")
     print(f"\nchance rank-1 is about {100 / max(1, s.ok_index.loc[s.ok_index['split'] == 'gallery', 'pid'].nunique()):.1f}%."
           f" Runs, plots and metrics are in {out / 'runs'}; inspect the priors with "
-          f"`python -m storage report {store} --out {out / 'report'}`.")
+          f"`python -m storage report --store {store} --out {out / 'report'}`.")
     return 0
