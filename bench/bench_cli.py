@@ -50,6 +50,9 @@ def timed(name: str, cmd: list[str], env: dict, cwd: Path, repeat: int, rows: li
     lines = len([line for line in text.splitlines() if line.strip()])
     rows.append((name, wall, cpu, rc, lines))
     print(f"{name:34s} {wall:7.2f} s wall {cpu:6.2f} s cpu  exit {rc}  {lines} lines", flush=True)
+    if rc:
+        last = [line for line in text.splitlines() if line.strip()][-1:]
+        print(f"    last line: {last[0][:160] if last else ''}", flush=True)
 
 
 def main() -> int:

@@ -142,6 +142,8 @@ def ingest_flow(
         "by_reason": {f"{r.status}:{r.reason or '-'}": int(r.count) for r in counts.itertuples()},
         **results,
     }
+    summary["images_ok"] = int((index["status"] == "ok").sum())
+    summary["units_skipped"] += len(s.units()) - len(pending)  # complete before this run
     print_summary(summary)
     if results["batch_errors"]:
         raise RuntimeError(f"{len(results['batch_errors'])} batches failed: {results['batch_errors'][:3]}")
@@ -149,7 +151,8 @@ def ingest_flow(
 
 
 def print_summary(summary: dict[str, Any]) -> None:
-    print(f"ingested {summary['images']} images of {summary['index_rows']} files into {summary['store']}")
+    print(f"ingest: {summary['images']} images written ({summary['units_skipped']} units already done); "
+          f"{summary['images_ok']} ok of {summary['index_rows']} files in {summary['store']}")
     for reason, n in sorted(summary["by_reason"].items()):
         print(f"  {reason:32s} {n:7d}")
 

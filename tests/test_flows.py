@@ -144,6 +144,24 @@ def test_prefect_flow_run_reports_every_batch_and_writes_the_same_store(tmp_path
     assert len(mine) == -(-n_units // 2) and all(t.state.is_completed() for t in mine)
 
 
+def test_cli_reports_to_the_server_when_prefect_api_url_is_set(tmp_path, synthetic_world, prefect_api):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    store = _fresh_store(tmp_path, synthetic_world, "s")
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, "PREFECT_LOGGING_LEVEL": "ERROR"}
+
+    def runs() -> int:
+        with get_client(sync_client=True) as client:
+            return len(client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["build-dsap"]))))
+
+    before = runs()
+    out = subprocess.run([sys.executable, "-m", "pipelines", "build-dsap", "--store", str(store), "--estimator",
+                          "oracle", "-q"], env=env, cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert runs() == before + 1 and verify_store(open_store(store)).ok
+
+
 SLOW_WRITER = """
 import sys, time
 from storage.writer import UnitWriter
