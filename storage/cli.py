@@ -33,8 +33,14 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Keeps the description's line breaks and appends ``(default: X)`` to every
-    option whose help does not already state its default."""
+    """Keeps the line breaks of a multi-line description (wraps a one-line one)
+    and appends ``(default: X)`` to every option whose help does not already
+    state its default."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text.strip():
+            return super()._fill_text(text, width, indent)
+        return argparse.HelpFormatter._fill_text(self, text, width, indent)
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
