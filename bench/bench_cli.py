@@ -67,7 +67,10 @@ def main() -> int:
     work = Path(args.work).resolve()
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    # as a user's shell: no Prefect server configured (a longer ephemeral start-up timeout is kept,
+    # so that old code that starts a temporary server gets timed rather than timing out on a loaded box)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("PREFECT_") or k == "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"}
     env |= {"PYTHONPATH": str(Path(args.code).resolve()), "PREFECT_HOME": str(work / "prefect_home")}
     py = [sys.executable, "-m"]
     code = Path(args.code).resolve()
