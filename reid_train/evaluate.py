@@ -2,6 +2,7 @@
 
     python -m reid_train.evaluate --run runs/bot
     python -m reid_train.evaluate --run runs/bot --rerank --flip --metric euclidean
+    python -m reid_train.evaluate --run runs/bot --visrank 10       # + RUN_DIR/visrank/grid.png
 
 Loads ``RUN_DIR/config.yaml`` and ``RUN_DIR/checkpoint.pt`` (weights-only),
 extracts the method's features, and prints rank-1/5/10, mAP and mINP
@@ -63,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     p.add_argument("--batch-size", type=int, default=128, help="evaluation batch size (default 128)")
     p.add_argument("--out", help="JSON file for the results (default RUN_DIR/evaluation.json)")
+    p.add_argument("--visrank", type=int, default=0, metavar="N",
+                   help="draw the N worst queries by AP with their ranked gallery into RUN_DIR/visrank/ "
+                        "(grid.png, one PNG per query, visrank.json; default 0 = none)")
+    p.add_argument("--visrank-topk", type=int, default=10, metavar="K",
+                   help="gallery images shown per query with --visrank (default 10)")
     return p
 
 
@@ -110,6 +116,12 @@ def main(argv: list[str] | None = None) -> int:
         results["rerank"] = res
         curves["re-ranked"] = res["cmc"]
         print(summary_line("re-ranked", res))
+    if args.visrank > 0:
+        from .evaluation.visrank import visrank_for_run
+
+        vis = visrank_for_run(method, q, g, run / "visrank", n=args.visrank, topk=args.visrank_topk,
+                              metric=args.metric, run=str(run))
+        print(f"visrank: {len(vis['queries'])} worst queries -> {run / 'visrank' / 'grid.png'}")
     out = Path(args.out) if args.out else run / "evaluation.json"
     out.write_text(json.dumps(plain(results), indent=2))
     from .plots import plot_cmc

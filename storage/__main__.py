@@ -22,6 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("store", help="store directory or fsspec URL")
     p.add_argument("--out", required=True, help="output directory for index.html and PNGs")
     p.add_argument("--max-examples", type=int, default=6, help="example images per view")
+    p.add_argument("--run", action="append", default=[], metavar="RUN",
+                   help="also show this training run's ranked results (python -m reid_train.evaluate "
+                        "--run RUN --visrank N); repeatable")
     args = parser.parse_args(argv)
 
     try:
@@ -44,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "report":
         from .report import write_report
 
-        path = write_report(store, args.out, max_examples=args.max_examples)
+        path = write_report(store, args.out, max_examples=args.max_examples, runs=args.run)
         print(f"wrote {path}")
         return 0
     return 2  # pragma: no cover
