@@ -81,3 +81,31 @@ def test_evaluate_visrank_and_report(tiny_run, tiny_store, tmp_path):  # noqa: F
     bare.mkdir()
     page = write_report(open_store(tiny_store), tmp_path / "report2", max_examples=1, runs=[bare]).read_text()
     assert "--visrank" in page
+
+
+def test_ranked_results_render_in_headless_chromium(tiny_run, tiny_store, tmp_path):  # noqa: F811
+    from test_report_browser import chromium, headless
+
+    from storage import open_store
+    from storage.report import visrank_section
+
+    exe = chromium()
+    if not (tiny_run / "visrank" / "grid.png").is_file():
+        assert evaluate.main(["--run", str(tiny_run), "--device", "cpu", "--visrank", "3"]) == 0
+    out = tmp_path / "page"
+    out.mkdir()
+    # the report's ranked-results section alone, so the grid fills the screenshot
+    body = "".join(visrank_section([tiny_run], out))
+    (out / "index.html").write_text(f"<!DOCTYPE html><html><body style='margin:0'>{body}</body></html>")
+    url = (out / "index.html").resolve().as_uri()
+    dom = headless(exe, tmp_path, "--dump-dom", url)
+    assert dom.returncode == 0 and "Ranked results" in dom.stdout and "visrank_run.png" in dom.stdout
+    shot = tmp_path / "shot.png"
+    proc = headless(exe, tmp_path, f"--screenshot={shot}", "--window-size=1000,1400", url)
+    assert proc.returncode == 0 and shot.exists(), proc.stderr[-2000:]
+    rgb = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    green = ((g > 140) & (r < 80) & (b < 100)).mean()
+    red = ((r > 190) & (g < 70) & (b < 70)).mean()
+    assert rgb.std() > 20 and green > 1e-4 and red > 1e-3, (green, red)  # the frames were drawn: the PNG loaded
+    assert open_store(tiny_store).n_images > 0
