@@ -1,7 +1,7 @@
 """Export a run's inference model to ONNX or TorchScript.
 
     python -m reid_train.export --run runs/dsa --format onnx          # -> runs/dsa/export/model.onnx
-    python -m reid_train.export --run runs/mpn --format torchscript   # -> runs/mpn/export/model.ts
+    python -m reid_train.export --run runs/mpn --format torchscript --out deploy/   # -> deploy/model.ts
 
 The exported model maps normalised images to the features evaluation uses:
 ``images`` float32 (B, 3, H, W), RGB, ``(x / 255 - mean) / std`` with the
@@ -185,8 +185,9 @@ def store_images(store, size: tuple[int, int], n: int = 8) -> np.ndarray | None:
 
 def export_run(run: str | Path, fmt: str = "onnx", out: str | Path | None = None, flip: bool | None = None,
                overrides: dict | None = None, check_images: np.ndarray | None = None) -> dict:
-    """Export a run directory's inference model; returns the sidecar record
-    (also written to ``OUT.json``)."""
+    """Export a run directory's inference model into folder ``out`` (default
+    ``RUN/export``) as ``model.onnx`` / ``model.ts``; returns the sidecar record
+    (also written to ``model.onnx.json`` / ``model.ts.json``)."""
     from .data.augment import IMAGENET_MEAN, IMAGENET_STD
     from .evaluate import load_run
 
@@ -198,7 +199,7 @@ def export_run(run: str | Path, fmt: str = "onnx", out: str | Path | None = None
     size = tuple(int(v) for v in cfg.size)
     flip = cfg.flip_eval if flip is None else bool(flip)
     model = inference_model(method, size, flip)
-    path = export(model, Path(out) if out else run / "export" / f"model{FORMATS[fmt]}", fmt, size)
+    path = export(model, (Path(out) if out else run / "export") / f"model{FORMATS[fmt]}", fmt, size)
     images = check_images if check_images is not None else store_images(cfg.store, size)
     source = "store query images" if check_images is None and images is not None else "given images"
     if images is None:
@@ -232,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", required=True, help="run directory written by reid_train.fit")
     p.add_argument("--format", choices=sorted(FORMATS), default="onnx", help="onnx or torchscript (default onnx)")
-    p.add_argument("--out", help="output file (default RUN/export/model.onnx or model.ts)")
+    p.add_argument("--out", metavar="DIR", help="folder for model.onnx / model.ts and its .json (default RUN/export)")
     flip = p.add_mutually_exclusive_group()
     flip.add_argument("--flip", dest="flip", action="store_true", default=None,
                       help="average the features of the image and its mirror inside the model "
@@ -243,8 +244,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "e.g. --set eval_local=true (AlignedReID), --set eval_branches=global (DSA)")
     p.add_argument("--tolerance", type=float, default=1e-4,
                    help="exit non-zero when the exported features differ from PyTorch's by more (default 1e-4)")
-    p.add_argument("-q", "--quiet", action="store_true", help="only warnings on the console")
+    p.add_argument("-q", "--quiet", action="store_true", help="only warnings, errors and the summary line")
     return p
+
+
+def fail(message: str) -> int:
+    """A user error: one line on stderr, exit status 2 (docs/cli.md)."""
+    print(f"error: {message}", file=sys.stderr)
+    return 2
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -254,17 +261,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not (Path(args.run) / "config.yaml").is_file():
-        raise SystemExit(f"{args.run} is not a run directory (no config.yaml)")
+        return fail(f"{args.run} is not a run directory (no config.yaml; train one with python -m reid_train.fit)")
     overrides = {}
     for item in args.set:
         name, sep, text = item.partition("=")
         if not sep:
-            raise SystemExit(f"--set expects name=value, got {item!r}")
+            return fail(f"--set expects name=value, got {item!r}")
         overrides[name.strip()] = yaml.safe_load(text)
     try:
         rec = export_run(args.run, args.format, args.out, args.flip, overrides)
     except (ValueError, ImportError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}") from None
+        return fail(str(e))
     diff = rec["check"]["max_abs_difference"]
     print(f"{rec['method']}: {rec['path']} ({rec['format']}, features {rec['output']['shape'][1]}, "
           f"max |diff| vs PyTorch {diff:.2e} on {rec['check']['count']} {rec['check']['images']})")

@@ -1,8 +1,8 @@
 """Feature extraction: a trained run's evaluation features, to a file or a notebook.
 
-    python -m reid_train.extract --run runs/bot                        # query + gallery of the run's store
-    python -m reid_train.extract --run runs/bot --split train --out train.parquet
-    python -m reid_train.extract --run runs/bot --images crops/ --out crops.parquet
+    python -m reid_train.extract --run runs/bot                 # -> runs/bot/features/{query,gallery}.parquet
+    python -m reid_train.extract --run runs/bot --split train --out feats/
+    python -m reid_train.extract --run runs/bot --images crops/ --out feats/   # -> feats/images.parquet
 
 The features are exactly those :mod:`reid_train.evaluate` scores: the same
 loader (:class:`reid_train.data.loader.EvalLoader`, image_id order), the same
@@ -17,7 +17,7 @@ not decode is a row with ``status`` = its reason and NaN features, never
 dropped. Market-style names (``0002_c1s1_000451_03.jpg``) give pid and camid;
 other names get -1.
 
-Output (``--out``; ``--format auto`` picks by size): a Parquet table with
+Output (one file per split in ``--out``; ``--format auto`` picks by size): a Parquet table with
 ``image_id, pid, camid, path, status`` and ``feature`` (fixed-size list of
 float32), the provenance JSON in the schema metadata; or, above
 ``ZARR_MIN_BYTES`` of features, a Zarr group ``OUT.zarr`` with ``features``
@@ -158,10 +158,14 @@ def extract_split(run, split: str = "query", store: str | None = None, flip: boo
                       ["ok"] * len(relpaths), _run_provenance(run_dir, method, cfg, source))
 
 
-def _progress(batches, desc: str):
+PROGRESS = {"disable": None}  # tqdm's: None = a bar on a terminal only; main() sets True for --quiet
+
+
+def _progress(batches, desc: str, total: int | None = None):
     from tqdm.auto import tqdm
 
-    return tqdm(batches, desc=desc, unit="batch", disable=None, total=len(batches), mininterval=1.0)
+    return tqdm(batches, desc=desc, unit="batch", total=total if total is not None else len(batches),
+                mininterval=1.0, **PROGRESS)
 
 
 # ----------------------------------------------------------------------------
@@ -230,12 +234,9 @@ def extract_folder(run, folder: str | Path, flip: bool | None = None, device: st
     stored = tuple(image_size) if image_size else _store_image_size(cfg) or tuple(cfg.size)
     bs = int(batch_size or cfg.eval_batch_size)
     feats, status = None, []
-    from tqdm.auto import tqdm
-
     with torch.no_grad(), autocast_context(cfg, dev):
-        for positions, st, keep, batch in tqdm(folder_batches(paths, stored, tuple(cfg.size), bs),
-                                               total=-(-len(paths) // bs), desc="extract images", unit="batch",
-                                               disable=None, mininterval=1.0):
+        for positions, st, keep, batch in _progress(folder_batches(paths, stored, tuple(cfg.size), bs),
+                                                    "extract images", total=-(-len(paths) // bs)):
             status += st
             if batch is None:
                 continue
@@ -297,7 +298,7 @@ def save_features(fs: FeatureSet, out: str | Path, fmt: str = "auto") -> Path:
     meta = json.dumps(fs.provenance, sort_keys=True, default=str)
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "parquet":
-        out = out if out.suffix == ".parquet" else out.with_suffix(".parquet")
+        out = out if out.suffix == ".parquet" else out.with_name(out.name + ".parquet")
         n, d = fs.features.shape
         feature = pa.FixedSizeListArray.from_arrays(pa.array(fs.features.reshape(-1), pa.float32()), d)
         table = _rows_table(fs).append_column("feature", feature)
@@ -308,7 +309,7 @@ def save_features(fs: FeatureSet, out: str | Path, fmt: str = "auto") -> Path:
         raise ValueError(f"format must be parquet, zarr or auto, got {fmt!r}")
     import zarr
 
-    out = out if out.suffix == ".zarr" else out.with_suffix(".zarr")
+    out = out if out.suffix == ".zarr" else out.with_name(out.name + ".zarr")
     g = zarr.open_group(str(out), mode="w")
     rows = max(1, (64 << 20) // max(1, fs.features.shape[1] * 4))
     g.create_array("features", data=fs.features, chunks=(min(rows, len(fs)), fs.features.shape[1]))
@@ -350,8 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="store split(s) to extract, repeatable (default: query and gallery)")
     src.add_argument("--images", metavar="DIR", help="a folder of images instead of a store split")
     p.add_argument("--store", help="store to read the split(s) from (default: the run's training store)")
-    p.add_argument("--out", help="output file, or folder when several splits are extracted "
-                                 "(default: RUN/features/SPLIT.parquet or RUN/features/images.parquet)")
+    p.add_argument("--out", metavar="DIR", help="folder for SPLIT.parquet / images.parquet (or .zarr) "
+                                                "(default RUN/features)")
     p.add_argument("--format", choices=("auto", "parquet", "zarr"), default="auto",
                    help=f"auto: Zarr above {ZARR_MIN_BYTES >> 20} MiB of features, else Parquet (default auto)")
     flip = p.add_mutually_exclusive_group()
@@ -360,17 +361,25 @@ def build_parser() -> argparse.ArgumentParser:
     flip.add_argument("--no-flip", dest="flip", action="store_false", help="no flip averaging")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     p.add_argument("--batch-size", type=int, help="images per forward pass (default: the run's eval_batch_size)")
-    p.add_argument("-q", "--quiet", action="store_true", help="only warnings on the console")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bars, only warnings, errors and the summary lines")
     return p
+
+
+def fail(message: str) -> int:
+    """A user error: one line on stderr, exit status 2 (docs/cli.md)."""
+    print(f"error: {message}", file=sys.stderr)
+    return 2
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    PROGRESS["disable"] = True if args.quiet else None
     run = Path(args.run)
     if not (run / "config.yaml").is_file():
-        raise SystemExit(f"{run} is not a run directory (no config.yaml)")
+        return fail(f"{run} is not a run directory (no config.yaml; train one with python -m reid_train.fit)")
     from .engine import pick_device
 
     device = str(pick_device(args.device))
@@ -387,13 +396,9 @@ def main(argv: list[str] | None = None) -> int:
                 jobs.append((split, extract_split(method, split, store=args.store, flip=args.flip, device=device,
                                                   batch_size=args.batch_size, run_dir=run)))
     except (ValueError, FileNotFoundError, LookupError) as e:
-        raise SystemExit(f"error: {e}") from None
+        return fail(str(e))
     for name, fs in jobs:
-        if args.out and len(jobs) == 1:
-            out = Path(args.out)
-        else:
-            out = (Path(args.out) if args.out else run / "features") / f"{name}.parquet"
-        path = save_features(fs, out, args.format)
+        path = save_features(fs, (Path(args.out) if args.out else run / "features") / name, args.format)
         print(f"{name}: {len(fs)} images x {fs.features.shape[1]} -> {path}")
     return 0
 

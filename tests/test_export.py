@@ -107,3 +107,17 @@ def test_flip_is_baked_in(tmp_path):
         assert torch.allclose(model(x), want, atol=1e-6)
     path = export.export(model, tmp_path / "m.ts", "torchscript", SIZE)
     assert np.abs(export.load_exported(path, "torchscript")(x.numpy()) - want.numpy()).max() <= 1e-4
+
+
+def test_cli(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    images = np.random.default_rng(0).standard_normal((4, 3, *SIZE)).astype(np.float32)
+    run, _ = make_run(tmp_path, "sn", images)  # no store recorded: checked on random images
+    assert export.main(["--run", str(run), "--format", "onnx", "--out", str(tmp_path / "deploy"), "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "model.onnx" in out and "random" in out and (tmp_path / "deploy" / "model.onnx.json").is_file()
+    assert export.main(["--run", str(tmp_path / "nothing")]) == 2
+    assert export.main(["--run", str(run), "--set", "eval_feature"]) == 2
+    assert export.main(["--run", str(run), "--set", "no_such_field=1"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 3 and all(e.startswith("error: ") for e in err)
