@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from .config import TrainConfig, apply_overrides, config_from_dict, load_config, to_dict
+from .config import TrainConfig, apply_overrides, config_from_dict, load_config, packaged_configs, read_config, to_dict
 from .methods import get_method, load_all
 
 
@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: baseline, or the resumed run's)")
     p.add_argument("--store", help="store directory written by the pipelines (train/query/gallery splits)")
     p.add_argument("--out", required=False, help="run directory (config, checkpoint, metrics, plots)")
-    p.add_argument("--config", help="YAML file with any subset of the method's config fields")
+    p.add_argument("--config", help="YAML file with any subset of the method's config fields, or the name of a "
+                   "packaged one with the paper's settings (reid_train/configs: " + ", ".join(packaged_configs()) + ")")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its checkpoint.pt (bit-exact on CPU)")
     p.add_argument("--init", metavar="RUN_DIR",
@@ -68,7 +69,7 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     if args.resume and (not saved or not saved.is_file()):
         raise SystemExit(f"--resume: no config.yaml in {args.out}")
     base = yaml.safe_load(saved.read_text()) if args.resume else {}
-    extra = yaml.safe_load(Path(args.config).read_text()) or {} if args.config else {}
+    extra = read_config(args.config) if args.config else {}
     method = args.method or extra.get("method") or base.get("method") or "baseline"
     cls = get_method(method).Config
     cfg = config_from_dict(cls, base) if base else cls()
