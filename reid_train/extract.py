@@ -33,6 +33,7 @@ Python::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import re
@@ -106,9 +107,16 @@ def _method_and_config(run, device, run_dir, **overrides):
     return method, dataclasses.replace(method.cfg, **overrides), run_dir
 
 
+@functools.lru_cache(maxsize=8)
+def _weights_sha256(path: str, mtime_ns: int, size: int) -> str:
+    """sha256 of a weights file, hashed once per version of the file."""
+    from storage.decode import sha256_file
+
+    return sha256_file(path)
+
+
 def _run_provenance(run_dir, method, cfg, source: dict) -> dict:
     from storage import make_provenance
-    from storage.decode import sha256_file
 
     from .config import to_dict
 
@@ -118,7 +126,9 @@ def _run_provenance(run_dir, method, cfg, source: dict) -> dict:
         producer["run"] = str(run.resolve())
         ckpt = next((p for p in (run / "model.pt", run / "checkpoint.pt") if p.is_file()), None)
         if ckpt is not None:
-            producer["weights"], producer["weights_sha256"] = ckpt.name, sha256_file(ckpt)
+            st = ckpt.stat()
+            producer["weights"] = ckpt.name
+            producer["weights_sha256"] = _weights_sha256(str(ckpt), st.st_mtime_ns, st.st_size)
         summary = run / "metrics.json"
         if summary.is_file():
             producer["step"] = json.loads(summary.read_text()).get("step")
