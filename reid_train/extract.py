@@ -158,7 +158,8 @@ def extract_split(run, split: str = "query", store: str | None = None, flip: boo
     method, cfg, run_dir = _method_and_config(run, dev, run_dir, **overrides)
     if not cfg.store:
         raise ValueError("the run records no store: pass store=")
-    loader = store_eval_loader(cfg, method.requires, dev)(split)
+    # the groups evaluation reads: a method's eval_requires where it has one (test features from the image alone)
+    loader = store_eval_loader(cfg, getattr(method, "eval_requires", method.requires), dev)(split)
     out = extract_features(method, _progress(loader, f"extract {split}"), cfg, dev)
     s = open_store(cfg.store)
     relpaths = s.ok_index.set_index("image_id").loc[loader.image_ids, "relpath"].tolist()

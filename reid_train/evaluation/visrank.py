@@ -145,7 +145,7 @@ def plot_rankings(rankings: list[QueryRanking], q_image: Callable[[int], np.ndar
             img, text, color = tile
             canvas[y:y + h, x:x + w] = img
             texts.append((x + w / 2, y - 4, text, color, "center", "bottom"))
-        texts.append((0, y + h + 6, f"AP {r.ap:.3f}  ·  {r.num_matches} true matches"
+        texts.append((0, y + h + 6, f"AP {r.ap:.3f}  ·  {r.num_matches} true match" + ("es" if r.num_matches != 1 else "")
                       + (f"  ·  {len(r.missed)} missed by top-{k}" if len(r.missed) else ""), "#222222", "left", "top"))
     scale = 0.01 * max(1.0, 128 / h)  # inches per pixel: small crops are drawn larger
     fig = new_figure(width * scale, canvas.shape[0] * scale + (0.4 if title else 0.1), layout="constrained")
