@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="JSON file for the results (default RUN_DIR/evaluation.json)")
     p.add_argument("--visrank", type=int, default=0, metavar="N",
                    help="draw the N worst queries by AP with their ranked gallery into RUN_DIR/visrank/ "
-                        "(grid.png, one PNG per query, visrank.json; default 0 = none)")
+                        "(grid.png, one PNG per query, visrank.json; on the plain, not re-ranked, distance; "
+                        "default 0 = none)")
     p.add_argument("--visrank-topk", type=int, default=10, metavar="K",
                    help="gallery images shown per query with --visrank (default 10)")
     return p

@@ -106,3 +106,17 @@ def test_parse_market_name():
     assert extract.parse_market_name("0002_c1s1_000451_03.jpg") == (2, 1)
     assert extract.parse_market_name("-1_c3s2_000001_00.jpg") == (-1, 3)
     assert extract.parse_market_name("person.png") == (-1, -1)
+
+
+def test_dsa_flip_features_are_the_evaluated_ones(synthetic_store, tmp_path):
+    """DSA-reID mirrors its DSAP-images with the image (left/right parts swap): extract scores as training did."""
+    run = tmp_path / "dsa"
+    assert fit.main(["--method", "dsa", "--store", str(synthetic_store), "--out", str(run), "--backbone", "resnet18",
+                     "--size", "64x32", "--pk", "4", "2", "--epochs", "1", "--max-steps", "2", "--workers", "1",
+                     "--device", "cpu", "--set", "flip_eval=true", "--set", "eval_batch_size=16", "-q"]) == 0
+    final = json.loads((run / "metrics.json").read_text())["final_eval"]
+    q, g = (extract.extract_split(run, s) for s in ("query", "gallery"))
+    assert q.features.shape[1] == 512 + 8 * 64  # [f_G, f_L] of the MF-Stream
+    res = evaluate_features(q.features, g.features, q.pids, g.pids, q.camids, g.camids, metric="euclidean",
+                            max_rank=min(50, len(g)))
+    assert res["mAP"] == pytest.approx(final["mAP"], abs=1e-6)

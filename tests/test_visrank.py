@@ -39,6 +39,9 @@ def test_mean_ap_is_the_evaluated_map_and_worst_first():
     assert len(rankings) == res["num_valid_queries"]
     assert np.mean([r.ap for r in rankings]) == pytest.approx(res["mAP"], abs=1e-12)
     assert np.mean([r.first_match_rank == 0 for r in rankings]) == pytest.approx(res["rank1"])
+    # a (start, stop) -> rows callable (AlignedReID's global + local distance) ranks the same
+    by_rows = rank_queries(lambda a, b: dist[a:b], q_pids, g_pids, q_cams, g_cams, topk=5, block_size=4)
+    assert [(r.query, r.ap, r.top.tolist()) for r in by_rows] == [(r.query, r.ap, r.top.tolist()) for r in rankings]
     worst = worst_first(rankings, 4)
     assert [r.ap for r in worst] == sorted(r.ap for r in rankings)[:4]
 
