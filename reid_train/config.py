@@ -5,6 +5,12 @@
 sets its paper's settings as defaults. Precedence when a run starts:
 method defaults < ``--config FILE`` (YAML, any subset of fields) < command-line
 flags (``--lr``, ``--pk``, ... and ``--set name=value`` for any field).
+
+``reid_train/configs/NAME.yaml`` holds every method's paper settings, one file
+per method and paper version, each value commented with the section it comes
+from; ``--config NAME`` (e.g. ``--config mpn``) loads one of them. They equal
+the dataclass defaults (``tests/test_configs.py``), so they are a readable copy
+to start from, not a second source of truth.
 """
 from __future__ import annotations
 
@@ -183,12 +189,37 @@ def save_config(cfg: TrainConfig, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
-def load_config(path: str | Path, cls: type = TrainConfig, base: TrainConfig | None = None) -> TrainConfig:
-    """Read a YAML file (any subset of ``cls``'s fields) on top of ``base``."""
-    values = yaml.safe_load(Path(path).read_text()) or {}
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def packaged_configs() -> dict[str, Path]:
+    """Name -> file of the YAML configs shipped in ``reid_train/configs``."""
+    return {p.stem: p for p in sorted(CONFIG_DIR.glob("*.yaml"))}
+
+
+def config_path(name_or_path: str | Path) -> Path:
+    """A config file: an existing path, else a packaged config's name (``mpn``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    packaged = packaged_configs()
+    if str(name_or_path) in packaged:
+        return packaged[str(name_or_path)]
+    raise ValueError(f"no config file {name_or_path!r}; packaged configs: {sorted(packaged)}")
+
+
+def read_config(name_or_path: str | Path) -> dict[str, Any]:
+    """The mapping in a config file or packaged config (see :func:`config_path`)."""
+    path = config_path(name_or_path)
+    values = yaml.safe_load(path.read_text()) or {}
     if not isinstance(values, dict):
         raise ValueError(f"{path}: expected a mapping of config fields")
-    return config_from_dict(cls, values, base)
+    return values
+
+
+def load_config(path: str | Path, cls: type = TrainConfig, base: TrainConfig | None = None) -> TrainConfig:
+    """Read a YAML file or packaged config (any subset of ``cls``'s fields) on top of ``base``."""
+    return config_from_dict(cls, read_config(path), base)
 
 
 def parse_size(text: str) -> tuple[int, int]:

@@ -3,6 +3,7 @@
     python -m reid_train.evaluate --run runs/bot
     python -m reid_train.evaluate --run runs/bot --rerank --flip --metric euclidean
     python -m reid_train.evaluate --run runs/dsa --store stores/cuhk03 --out eval/dsa_on_cuhk03
+    python -m reid_train.evaluate --run runs/bot --visrank 10       # + RUN_DIR/visrank/grid.png
 
 Loads ``RUN_DIR/config.yaml`` and the weights-only ``RUN_DIR/model.pt`` (or,
 for a run still in progress, its ``checkpoint.pt``), extracts the method's
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from storage.cli import ArgumentParser, HelpFormatter, absolute_store, existing_dir, positive_int, run_cli, store_path
+from storage.cli import ArgumentParser, HelpFormatter, absolute_store, existing_dir, nonnegative_int, positive_int, run_cli, store_path
 
 from .checkpoint import load_checkpoint
 from .config import config_from_dict
@@ -74,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, default=128, help="evaluation batch size (default 128)")
     p.add_argument("--out", help="folder for evaluation.json and cmc_evaluation.png (default: the run folder; "
                                  "a path ending in .json names the results file itself)")
+    p.add_argument("--visrank", type=nonnegative_int, default=0, metavar="N",
+                   help="draw the N worst queries by AP with their ranked gallery into visrank/ under --out (default the run folder) "
+                        "(grid.png, one PNG per query, visrank.json; on the plain, not re-ranked, distance; "
+                        "default 0 = none)")
+    p.add_argument("--visrank-topk", type=positive_int, default=10, metavar="K",
+                   help="gallery images shown per query with --visrank (default 10)")
     return p
 
 
@@ -134,6 +141,12 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(args.out) if args.out else run
         out = folder / "evaluation.json"
     folder.mkdir(parents=True, exist_ok=True)
+    if args.visrank > 0:
+        from .evaluation.visrank import visrank_for_run
+
+        vis = visrank_for_run(method, q, g, folder / "visrank", n=args.visrank, topk=args.visrank_topk,
+                              metric=args.metric, run=str(run))
+        print(f"visrank: {len(vis['queries'])} worst queries -> {folder / 'visrank' / 'grid.png'}")
     out.write_text(json.dumps(plain(results), indent=2))
     from .plots import plot_cmc
 

@@ -43,7 +43,7 @@ from storage.cli import (
     store_path,
 )
 
-from .config import TrainConfig, apply_overrides, config_from_dict, load_config, to_dict
+from .config import TrainConfig, apply_overrides, config_from_dict, load_config, packaged_configs, read_config, to_dict
 from .methods import get_method, load_all
 
 log = logging.getLogger("reid_train.fit")
@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="store folder or URL written by the pipelines (default: the resumed run's)")
     p.add_argument("--run", help="run folder: config, checkpoints, metrics, plots (docs/cli.md)")
     hidden_alias(p, "--out", "run")
-    p.add_argument("--config", type=existing_file, help="YAML file with any subset of the method's config fields")
+    p.add_argument("--config", help="YAML file with any subset of the method's config fields, or the name of a "
+                   "packaged one with the paper's settings (reid_train/configs: " + ", ".join(packaged_configs()) + ")")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --run from its checkpoint.pt (bit-exact on CPU)")
     p.add_argument("--overwrite", action="store_true",
@@ -105,7 +106,7 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     if args.resume and (not saved or not saved.is_file()):
         raise ValueError(f"--resume: {args.run} holds no run (no config.yaml); start one without --resume")
     base = yaml.safe_load(saved.read_text()) if args.resume else {}
-    extra = yaml.safe_load(Path(args.config).read_text()) or {} if args.config else {}
+    extra = read_config(args.config) if args.config else {}
     method = args.method or extra.get("method") or base.get("method") or "baseline"
     cls = get_method(method).Config
     cfg = config_from_dict(cls, base) if base else cls()

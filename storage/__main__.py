@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_quiet(subs["verify"], help="print only the problems and the final line")
     subs["report"].add_argument("--out", required=True, help="folder to write index.html and the PNGs into")
     subs["report"].add_argument("--max-examples", type=positive_int, default=6, help="example images per view")
+    subs["report"].add_argument("--run", action="append", default=[], metavar="RUN",
+                                help="also show this training run's ranked results (python -m reid_train.evaluate "
+                                     "--run RUN --visrank N); repeatable (default: none)")
     return parser
 
 
@@ -73,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if rep.ok else 1
     from .report import write_report
 
-    path = write_report(store, args.out, max_examples=args.max_examples)
+    path = write_report(store, args.out, max_examples=args.max_examples, runs=args.run)
     print(f"wrote {path}")
     return 0
 
