@@ -63,7 +63,7 @@ neck side (0) to the crown (1), ``v`` from the midline (0) to the side (1).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -97,6 +97,7 @@ LIMBS: tuple[tuple[str, tuple[int, ...], tuple[int, ...], str, int, int], ...] =
     ("foot_left", (L_ANKLE,), (L_FOOT,), "foot", 5, 5),
     ("foot_right", (R_ANKLE,), (R_FOOT,), "foot", 6, 6),
 )
+LIMB_FRONT_BACK = tuple((front, back) for *_, front, back in LIMBS if front != back)
 
 
 @dataclass(frozen=True)
@@ -123,14 +124,26 @@ class ChartParams:
     """below the hip joints the torso ends in a flat half-ellipse this deep (the crotch), not a round cap"""
     head: float = 0.24
     """head disc radius (head ~ 23 cm tall)"""
-    min_visibility: float = 0.2
-    """a limb is drawn when the mean visibility of its two ends reaches this"""
+    min_visibility: float = 0.5
+    """a landmark is *seen* when its visibility reaches this and it lies in the crop; a limb is drawn only
+    when both its ends are seen (occluded or cut-off limbs are left out, their pixels stay background)"""
+    outside_margin: float = 0.02
+    """a landmark farther than this fraction of the crop's size outside the crop is not seen"""
     max_distance: float = 2.0
     """pixels farther than this many radii from every part stay background"""
-    side_view: float = 0.1
-    """|left-right spread| / T below this counts as a profile view (nose depth decides front/back)"""
+    profile_depth: float = 0.6
+    """|z(left shoulder) - z(right shoulder)| / T at or above this is a profile view"""
+    nose_depth_weight: float = 0.3
+    """front/back score = left-right spread / T - this * (nose z - shoulders' z) / T; > 0 is front"""
+    far_side_penalty: float = 1.5
+    """profile views: the far side's limbs count this many times farther (the near limbs hide them)"""
     min_torso_frac: float = 0.1
     """T is at least this fraction of the image height (guards degenerate poses)"""
+
+
+# BlazePose's left <-> right landmark permutation (eyes, ears, mouth, arms, hands, legs, feet)
+FLIP_LANDMARKS = np.array([0, 4, 5, 6, 1, 2, 3, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15, 18, 17, 20, 19, 22, 21,
+                           24, 23, 26, 25, 28, 27, 30, 29, 32, 31])
 
 
 def _mean_point(lm: np.ndarray, idx: tuple[int, ...]) -> tuple[np.ndarray, float]:
@@ -142,13 +155,69 @@ def _unit(vec: np.ndarray, fallback: np.ndarray) -> np.ndarray:
     return vec / n if n > 1e-6 else fallback
 
 
-def facing_front(landmarks: np.ndarray, torso_length: float, side_view: float = ChartParams.side_view) -> bool:
-    """True when the person faces the camera (see module doc)."""
-    lm = landmarks
+def seen_landmarks(landmarks: np.ndarray, image_hw: tuple[int, int], params: ChartParams = ChartParams()) -> np.ndarray:
+    """(33,) bool: visibility >= ``min_visibility`` and inside the crop (up to ``outside_margin``)."""
+    lm = np.asarray(landmarks, dtype=np.float64)
+    h, w = image_hw
+    mx, my = params.outside_margin * w, params.outside_margin * h
+    with np.errstate(invalid="ignore"):
+        inside = (lm[:, 0] >= -mx) & (lm[:, 0] <= w - 1 + mx) & (lm[:, 1] >= -my) & (lm[:, 1] <= h - 1 + my)
+        return np.isfinite(lm).all(axis=1) & inside & (lm[:, 3] >= params.min_visibility)
+
+
+def _torso_length(lm: np.ndarray, image_h: int, min_torso_frac: float) -> float:
+    sh_mid = (lm[L_SHOULDER, :2] + lm[R_SHOULDER, :2]) / 2.0
+    hip_mid = (lm[L_HIP, :2] + lm[R_HIP, :2]) / 2.0
+    return max(float(np.hypot(*(hip_mid - sh_mid))), min_torso_frac * image_h, 1e-6)
+
+
+def body_view(landmarks: np.ndarray, torso_length: float, params: ChartParams = ChartParams()) -> tuple[str, int]:
+    """Which way the person faces, from the landmarks' geometry: ``("front" | "back" | "profile", facing)``.
+
+    * profile when the shoulders differ in depth by ``profile_depth`` T or more (measured on 127
+      synthetic views: |dz| / T is 1.5-1.7 in profile, under 0.4 front and back; 93 % right);
+      ``facing`` is -1 when the person looks towards the image's left (the nose left of the ears'
+      midpoint; the shoulders' depth order when the nose sits on it), else +1;
+    * otherwise front when the person's left shoulder/hip lie on the image's right (mediapipe's own
+      left/right order), corrected by the nose's depth relative to the shoulders (nearer = front):
+      ``spread / T - nose_depth_weight * dz_nose / T > 0``; ``facing`` is 0.
+    """
+    lm = np.asarray(landmarks, dtype=np.float64)
+    T = float(torso_length)
+    dz = (lm[L_SHOULDER, 2] - lm[R_SHOULDER, 2]) / T
+    if abs(dz) >= params.profile_depth:
+        nose_off = (lm[NOSE, 0] - (lm[L_EAR, 0] + lm[R_EAR, 0]) / 2.0) / T
+        facing = int(np.sign(nose_off)) if abs(nose_off) > 0.02 else (1 if dz > 0 else -1)
+        return "profile", facing
     spread = ((lm[L_SHOULDER, 0] - lm[R_SHOULDER, 0]) + (lm[L_HIP, 0] - lm[R_HIP, 0])) / 2.0
-    if abs(spread) >= side_view * torso_length:
-        return bool(spread > 0)
-    return bool(lm[NOSE, 2] < (lm[L_SHOULDER, 2] + lm[R_SHOULDER, 2]) / 2.0)
+    nose_dz = lm[NOSE, 2] - (lm[L_SHOULDER, 2] + lm[R_SHOULDER, 2]) / 2.0
+    score = spread / T - params.nose_depth_weight * nose_dz / T
+    return ("front" if score > 0 else "back"), 0
+
+
+def facing_front(landmarks: np.ndarray, torso_length: float, params: ChartParams = ChartParams()) -> bool:
+    """True when the person faces the camera (:func:`body_view`; a profile counts as front)."""
+    return body_view(landmarks, torso_length, params)[0] != "back"
+
+
+def canonical_sides(landmarks: np.ndarray, view: str, facing: int) -> np.ndarray:
+    """The landmarks with mediapipe's left/right swapped where they contradict the view.
+
+    Seen from the front the person's left is on the image's right, from behind on its left; in a
+    profile the near side is the person's left when they face the image's left (the nearer
+    shoulder, by mediapipe's depth, must carry that side's label). BlazePose often keeps its
+    front-facing left/right order on people seen from behind (the issue's "back views swap
+    front/back and left/right"); this puts every backend on DensePose's convention: sides are the
+    person's own.
+    """
+    lm = np.asarray(landmarks, dtype=np.float64)
+    if view == "profile":
+        left_nearer = lm[L_SHOULDER, 2] < lm[R_SHOULDER, 2]
+        swap = left_nearer != (facing < 0)
+    else:
+        spread = (lm[L_SHOULDER, 0] - lm[R_SHOULDER, 0]) + (lm[L_HIP, 0] - lm[R_HIP, 0])
+        swap = (spread < 0) if view == "front" else (spread > 0)
+    return lm[FLIP_LANDMARKS] if swap else lm
 
 
 def body_frame(landmarks: np.ndarray, image_h: int, min_torso_frac: float = ChartParams.min_torso_frac):
@@ -156,7 +225,7 @@ def body_frame(landmarks: np.ndarray, image_h: int, min_torso_frac: float = Char
     lm = landmarks
     sh_mid = (lm[L_SHOULDER, :2] + lm[R_SHOULDER, :2]) / 2.0
     hip_mid = (lm[L_HIP, :2] + lm[R_HIP, :2]) / 2.0
-    torso_length = max(float(np.hypot(*(hip_mid - sh_mid))), min_torso_frac * image_h)
+    torso_length = _torso_length(lm, image_h, min_torso_frac)
     down = _unit(hip_mid - sh_mid, np.array([0.0, 1.0]))
     to_left = (lm[L_SHOULDER, :2] - lm[R_SHOULDER, :2]) + (lm[L_HIP, :2] - lm[R_HIP, :2])
     perp = np.array([-down[1], down[0]])
@@ -195,74 +264,113 @@ def capsule_coordinates(
     return score, t, across
 
 
+@dataclass
+class ChartInfo:
+    """What :func:`landmarks_to_iuv` decided for one image: the view, the limbs drawn and left out."""
+
+    view: str
+    facing: int
+    seen: int
+    """landmarks seen (visible and in the crop), of 33"""
+    limbs_drawn: tuple[str, ...]
+    limbs_unseen: tuple[str, ...]
+
+    @property
+    def front(self) -> bool:
+        return self.view != "back"
+
+
 def landmarks_to_iuv(
     landmarks: np.ndarray, person_mask: np.ndarray, params: ChartParams = ChartParams()
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, ChartInfo]:
     """IUV of one image from its landmarks (33, 4: x, y in pixel-index coords, z, visibility) and mask (H, W).
 
-    Returns ``i`` (H,W) uint8, ``u``, ``v`` (H,W) float32 and whether the person faces the camera.
+    Returns ``i`` (H,W) uint8, ``u``, ``v`` (H,W) float32 and a :class:`ChartInfo`.
     """
     h, w = person_mask.shape
-    lm = np.asarray(landmarks, dtype=np.float64)
+    raw = np.asarray(landmarks, dtype=np.float64)
     i_map = np.zeros((h, w), np.uint8)
     u_map = np.zeros((h, w), np.float32)
     v_map = np.zeros((h, w), np.float32)
+    view, facing = body_view(raw, _torso_length(raw, h, params.min_torso_frac), params)
+    lm = canonical_sides(raw, view, facing)
+    seen = seen_landmarks(lm, (h, w), params)
     sh_mid, hip_mid, T, down, to_left = body_frame(lm, h, params.min_torso_frac)
-    front = facing_front(lm, T, params.side_view)
+    if view == "profile":  # the chart's "left" becomes the facing side: across > 0 = front half
+        perp = np.array([-down[1], down[0]])
+        to_left = perp if float(perp[0]) * facing >= 0 else -perp
     rows, cols = np.nonzero(person_mask)
-    if rows.size == 0:
-        return i_map, u_map, v_map, front
-    P = np.stack([cols, rows], axis=1).astype(np.float32)
-
-    A, B, r0, r1, parts = [], [], [], [], []
-    for _name, prox, dist, key, front_part, back_part in LIMBS:
-        a, va = _mean_point(lm, prox)
-        b, vb = _mean_point(lm, dist)
-        if (va + vb) / 2.0 < params.min_visibility:
+    A, B, r0, r1, parts, penalty, drawn, unseen = [], [], [], [], [], [], [], []
+    for name, prox, dist, key, front_part, back_part in LIMBS:
+        if not (seen[list(prox)].all() and seen[list(dist)].any()):
+            unseen.append(name)
             continue
+        a, _ = _mean_point(lm, prox)
+        b, _ = _mean_point(lm, tuple(j for j in dist if seen[j]))
         r = getattr(params, key) * T
         A.append(a), B.append(b), r0.append(r), r1.append(r)
-        parts.append(front_part if front else back_part)
+        parts.append(front_part if view != "back" else back_part)
+        near = name.endswith("_left") == (facing < 0)
+        penalty.append(params.far_side_penalty if view == "profile" and not near else 1.0)
+        drawn.append(name)
+    info = ChartInfo(view, facing, int(seen.sum()), tuple(drawn), tuple(unseen))
+    if rows.size == 0:
+        return i_map, u_map, v_map, info
+    P = np.stack([cols, rows], axis=1).astype(np.float32)
     n_limbs = len(A)
     half_sh = float(np.hypot(*(lm[L_SHOULDER, :2] - lm[R_SHOULDER, :2]))) / 2.0
     half_hip = float(np.hypot(*(lm[L_HIP, :2] - lm[R_HIP, :2]))) / 2.0
     A.append(sh_mid), B.append(hip_mid)
     r0.append(max(params.torso_shoulder * half_sh, params.torso_min * T))
     r1.append(max(params.torso_hip * half_hip, params.torso_min * T))
-    parts.append(TORSO_FRONT if front else TORSO_BACK)
+    parts.append(TORSO_FRONT if view != "back" else TORSO_BACK)
+    penalty.append(1.0)
     # midway between the ears' and the eyes' midpoints: the face points alone pull it forward in profile
     head_c = (lm[[L_EAR, R_EAR], :2].mean(axis=0) + lm[[L_EYE, R_EYE], :2].mean(axis=0)) / 2.0
     r_head = params.head * T
+    head_seen = bool(seen[list(HEAD_LANDMARKS)].any())
     A.append(head_c), B.append(head_c), r0.append(r_head), r1.append(r_head)
     parts.append(HEAD_RIGHT)  # placeholder, split below
+    penalty.append(1.0 if head_seen else 1e6)  # an unseen head takes no pixel
 
     score, t, across = capsule_coordinates(P, np.array(A), np.array(B), np.array(r0), np.array(r1), to_left)
     below = np.maximum((P - hip_mid.astype(np.float32)) @ down.astype(np.float32), 0.0)
     beyond = below > 0
     score[n_limbs, beyond] = np.hypot(across[n_limbs, beyond], below[beyond] / (params.torso_below_hips * T))
+    score *= np.asarray(penalty, dtype=score.dtype)[:, None]
     best = np.argmin(score, axis=0)
     pick = np.arange(P.shape[0])
     keep = score[best, pick] <= params.max_distance
     part = np.asarray(parts, dtype=np.uint8)[best]
     u = t[best, pick]
     v = np.clip(0.5 + 0.5 * across[best, pick], 0.0, 1.0)
+    if view == "profile":  # the facing half of each limb and of the torso is its front chart
+        back_half = across[best, pick] < 0
+        limb_or_torso = best <= n_limbs
+        fb = dict(LIMB_FRONT_BACK)
+        fb[TORSO_FRONT] = TORSO_BACK
+        back_of = np.array([fb.get(k, k) for k in range(25)], dtype=np.uint8)
+        part = np.where(limb_or_torso & back_half, back_of[part], part)
 
-    # the torso (index n_limbs) keeps the generic capsule chart: u shoulders -> hips, v right -> left flank
     on_head = best == n_limbs + 1
     if on_head.any():
         rel = P[on_head].astype(np.float64) - head_c
-        # midline through the nose when the face is seen, through the head centre otherwise
-        mid = (lm[NOSE, :2] - head_c) if front else np.zeros(2)
-        side = (rel - mid) @ to_left / r_head
-        part[on_head] = np.where(side < 0, HEAD_RIGHT, HEAD_LEFT)
         u[on_head] = np.clip(0.5 - 0.5 * (rel @ down) / r_head, 0.0, 1.0)
-        v[on_head] = np.clip(np.abs(side), 0.0, 1.0)
+        if view == "profile":  # the camera sees the near half of the head
+            part[on_head] = HEAD_LEFT if facing < 0 else HEAD_RIGHT
+            v[on_head] = np.clip(np.abs(rel @ to_left) / r_head, 0.0, 1.0)
+        else:
+            # midline through the nose when the face is seen, through the head centre otherwise
+            mid = (lm[NOSE, :2] - head_c) if view == "front" else np.zeros(2)
+            side = (rel - mid) @ to_left / r_head
+            part[on_head] = np.where(side < 0, HEAD_RIGHT, HEAD_LEFT)
+            v[on_head] = np.clip(np.abs(side), 0.0, 1.0)
 
     r_, c_ = rows[keep], cols[keep]
     i_map[r_, c_] = part[keep]
     u_map[r_, c_] = u[keep]
     v_map[r_, c_] = v[keep]
-    return i_map, u_map, v_map, front
+    return i_map, u_map, v_map, info
 
 
 class PoseChartEstimator:
@@ -270,12 +378,15 @@ class PoseChartEstimator:
 
     Parameters: ``pad``/``canvas`` of the first pose attempt (further attempts
     from :data:`~priors.backends.mediapipe_runner.DEFAULT_POSE_ATTEMPTS`),
-    ``seg_threshold`` on the selfie-segmentation probability (0.5),
-    ``min_area_frac`` (0.02): a mask smaller than this fraction of the crop is
-    ``"no_person"``, ``retry``: try the further pads when the first finds no pose,
+    ``seg_threshold`` on the person probability of BlazePose's own segmentation (0.5),
+    ``min_area_frac`` (0.02): a mask smaller than this fraction of the crop is not
+    trusted and the skeleton's capsules (within one radius) stand in for it,
+    ``retry``: try the further pads when the first finds no pose,
     ``min_detection_confidence`` of BlazePose's person detector, and any
     :class:`ChartParams` field (e.g. ``min_visibility``, ``max_distance``).
-    Status per image: ``"ok"``, ``"pose_not_found"`` or ``"no_person"`` (empty mask).
+    Status per image: ``"ok"`` or ``"pose_not_found"`` (the estimator failed; nothing painted).
+    ``quality`` per image: ``visible_landmarks`` (seen, of 33), ``view`` (front/back/profile/""),
+    ``limbs_unseen`` (left out: occluded or cut off) and ``mask_source`` (``pose``, ``skeleton`` or "").
     """
 
     name = "pose-chart"
@@ -284,9 +395,9 @@ class PoseChartEstimator:
     def __init__(
         self,
         pad: float = 3.0,
-        canvas: int = 256,
+        canvas: int | None = None,
         seg_threshold: float = 0.5,
-        min_detection_confidence: float = 0.5,
+        min_detection_confidence: float | None = None,
         min_area_frac: float = 0.02,
         retry: bool = True,
         **chart: Any,
@@ -297,8 +408,10 @@ class PoseChartEstimator:
         attempts = ((float(pad), "gray"),) + (mpr.DEFAULT_POSE_ATTEMPTS[1:] if retry else ())
         self.seg_threshold = float(seg_threshold)
         self.min_area_frac = float(min_area_frac)
-        self._runner = mpr.get_runner(attempts, canvas, 1.0, min_detection_confidence)
-        self.version = f"0.1+mediapipe{mpr.mediapipe_version()}"
+        self._runner = mpr.get_runner(
+            attempts, canvas or mpr.DEFAULT_CANVAS, 1.0,
+            mpr.DEFAULT_MIN_DETECTION_CONFIDENCE if min_detection_confidence is None else min_detection_confidence)
+        self.version = f"0.2+mediapipe{mpr.mediapipe_version()}"
         self.params: dict[str, Any] = {
             **self._runner.params,
             "seg_threshold": self.seg_threshold,
@@ -310,24 +423,29 @@ class PoseChartEstimator:
         images = np.asarray(images)
         b, h, w = images.shape[:3]
         pose = self._runner.pose(images)
-        mask = self._runner.selfie(images) >= self.seg_threshold
         i = np.zeros((b, h, w), np.uint8)
         u = np.zeros((b, h, w), np.float32)
         v = np.zeros((b, h, w), np.float32)
-        status = []
+        status, seen, view, unseen, source = [], np.zeros(b, np.int64), [""] * b, [""] * b, [""] * b
+        skeleton = replace(self.chart, max_distance=min(1.0, self.chart.max_distance))
         for k in range(b):
             if not pose.found[k]:
                 status.append("pose_not_found")
                 continue
-            if mask[k].mean() < self.min_area_frac:
-                status.append("no_person")
-                continue
-            i[k], u[k], v[k], _ = landmarks_to_iuv(pose.landmarks[k], mask[k], self.chart)
+            mask = pose.mask[k] >= self.seg_threshold
+            params = self.chart
+            source[k] = "pose"
+            if mask.mean() < self.min_area_frac:
+                mask, params, source[k] = np.ones((h, w), bool), skeleton, "skeleton"
+            i[k], u[k], v[k], info = landmarks_to_iuv(pose.landmarks[k], mask, params)
+            seen[k], view[k], unseen[k] = info.seen, info.view, ",".join(info.limbs_unseen)
             status.append(OK)
-        return DenseResult(i=i, u=u, v=v, status=status)
+        quality = {"visible_landmarks": seen, "view": np.array(view, dtype=object),
+                   "limbs_unseen": np.array(unseen, dtype=object), "mask_source": np.array(source, dtype=object)}
+        return DenseResult(i=i, u=u, v=v, status=status, quality=quality)
 
 
 __all__ = [
-    "ChartParams", "LIMBS", "PoseChartEstimator", "body_frame", "capsule_coordinates", "facing_front",
-    "landmarks_to_iuv",
+    "ChartInfo", "ChartParams", "FLIP_LANDMARKS", "LIMBS", "PoseChartEstimator", "body_frame", "body_view",
+    "canonical_sides", "capsule_coordinates", "facing_front", "landmarks_to_iuv", "seen_landmarks",
 ]
