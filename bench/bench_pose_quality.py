@@ -23,7 +23,8 @@ Usage::
     python bench/bench_pose_quality.py [--data ../shared/data] [--world /tmp/pose-world]
         [--ids 30 --per-id 8] [--json out.json] [--maps maps.npz] [--only real|synthetic]
 
-``--maps`` saves the part maps and parsing of the figure crops (for ``docs/make_pose_figures.py``).
+``--maps`` saves the part maps and parsing of the figure crops; ``--compare BEFORE.npz AFTER.npz --figure
+PNG`` draws them side by side (``docs/figures/pose_before_after.png``).
 """
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def camera_of(relpath: str) -> str:
 def load_real(data: Path) -> tuple[pd.DataFrame, np.ndarray]:
     from storage.decode import read_and_check, resize_rgb
 
-    table = pd.read_csv(CSV)
+    table = pd.read_csv(CSV).rename(columns={"view": "hand_view"})
     images = np.stack([resize_rgb(read_and_check(str(data / rel)).rgb, SIZE) for rel in table["relpath"]])
     table.insert(0, "image_id", np.arange(len(table), dtype=np.int64))
     return table, images
@@ -79,9 +80,9 @@ def run_units(images: np.ndarray, rows: pd.DataFrame, batch: int = 32):
         _, tables, _ = mpn_unit(par, seg, im, r, prior)
         stats.append(tables["stats"])
         labels.append(par.parse(im, r).labels)
-        arrays, fails = estimate_unit(est, im, r)
+        arrays, fails, quality = estimate_unit(est, im, r)
         est_fails.append(fails)
-        _, cov, _ = dsap_unit(im, arrays["i"], arrays["uv"], 32, "image_mean", r["image_id"].to_numpy(), fails)
+        _, cov, _ = dsap_unit(im, arrays["i"], arrays["uv"], 32, "image_mean", r["image_id"].to_numpy(), fails, quality)
         cover.append(cov["coverage"])
         i_maps.append(arrays["i"])
     return (pd.concat(stats, ignore_index=True), pd.concat(cover, ignore_index=True), np.concatenate(i_maps),
@@ -99,6 +100,7 @@ def real_report(data: Path, maps: Path | None) -> dict:
     est_ok = ~df["image_id"].isin(est_fails["image_id"])
     visible = (df.head_visible == 1) & (df.legs_visible == 1)
     lower_legs = np.isin(i_maps, LOWER_LEG_PARTS).reshape(len(df), -1).any(axis=1)
+    any_legs = np.isin(i_maps, range(7, 15)).reshape(len(df), -1).any(axis=1)
     parsed_legs = np.isin(labels, (CoarseParsing.LEFT_LEG, CoarseParsing.RIGHT_LEG)).reshape(len(df), -1).any(axis=1)
     hidden = df.legs_visible == 0
     occluded = df.lower_body_occluded == 1
@@ -109,10 +111,11 @@ def real_report(data: Path, maps: Path | None) -> dict:
         "false_fallback_n": int((df.fallback & visible).sum()),
         "fallback_reasons": df.loc[df.fallback, "fallback_reason"].value_counts().to_dict(),
         "fallback_by_camera": df.groupby(df.relpath.map(camera_of))["fallback"].mean().round(3).to_dict(),
-        "fallback_by_view": df.groupby("view")["fallback"].mean().round(3).to_dict(),
+        "fallback_by_view": df.groupby("hand_view")["fallback"].mean().round(3).to_dict(),
         "pose_found": float(est_ok.mean()),
         "legs_hidden_n": int(hidden.sum()),
         "lower_legs_painted_where_hidden": float(lower_legs[hidden].mean()) if hidden.any() else None,
+        "leg_parts_painted_where_hidden": float(any_legs[hidden].mean()) if hidden.any() else None,
         "parsed_legs_where_hidden": float(parsed_legs[hidden].mean()) if hidden.any() else None,
         "occluded_n": int(occluded.sum()),
         "lower_legs_painted_occluded": float(lower_legs[occluded].mean()),
@@ -120,8 +123,13 @@ def real_report(data: Path, maps: Path | None) -> dict:
         "ok_coverage_under_5pct": int(((df.coverage < 0.05) & est_ok).sum()),
         "ok_coverage_under_15pct": int(((df.coverage < 0.15) & est_ok).sum()),
     }
-    if "low_quality" in df:
-        out["low_quality_flagged"] = int((df["low_quality"] != "").sum())
+    for col in ("low_quality_x", "low_quality_y"):  # MPN stats, DSAP coverage
+        if col in df:
+            out[f"{'mpn' if col.endswith('x') else 'dsap'}_low_quality"] = df.loc[df[col] != "", col].value_counts().to_dict()
+    if "low_quality_y" in df:
+        flagged = df["low_quality_y"] != ""
+        out["ok_coverage_under_5pct_unflagged"] = int(((df.coverage < 0.05) & est_ok & ~flagged).sum())
+        out["ok_coverage_under_15pct_unflagged"] = int(((df.coverage < 0.15) & est_ok & ~flagged).sum())
     if maps is not None:
         pick = [int(np.flatnonzero(df.relpath == rel)[0]) for rel in FIGURE_CROPS]
         np.savez_compressed(maps, relpath=np.array(FIGURE_CROPS), images=images[pick], i=i_maps[pick],
@@ -201,6 +209,38 @@ def synthetic_report(world: Path, batch: int = 32) -> dict:
     }
 
 
+def compare_figure(before: Path, after: Path, out: Path) -> None:
+    """Per figure crop: the crop, then pose-chart parts and MPN parsing before and after."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from storage.views_base import part_overlay
+
+    b, a = np.load(before, allow_pickle=False), np.load(after, allow_pickle=False)
+    parsing_rgb = np.array([[0, 0, 0], [230, 60, 60], [60, 120, 230], [60, 200, 90], [200, 200, 200]], np.uint8)
+    n = len(a["relpath"])
+    fig, axes = plt.subplots(n, 5, figsize=(7.5, 2.6 * n))
+    titles = ("crop", "parts before", "parts after", "parsing before", "parsing after")
+    for r in range(n):
+        panels = (a["images"][r], part_overlay(b["images"][r], b["i"][r]), part_overlay(a["images"][r], a["i"][r]),
+                  parsing_rgb[b["parsing"][r]], parsing_rgb[a["parsing"][r]])
+        for c, img in enumerate(panels):
+            ax = axes[r, c]
+            ax.imshow(img)
+            ax.set_xticks([]), ax.set_yticks([])
+            if r == 0:
+                ax.set_title(titles[c], fontsize=8)
+        for c, maps in ((3, b), (4, a)):
+            if maps["fallback"][r]:
+                axes[r, c].set_xlabel(f"fallback: {maps['reason'][r]}", fontsize=6, color="#d62728")
+        axes[r, 0].set_ylabel(Path(str(a["relpath"][r])).name, fontsize=6)
+    fig.suptitle("pose-chart parts and MPN parsing (red head, blue left leg, green right leg, grey other)", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data", help="real crops folder")
@@ -212,7 +252,14 @@ def main(argv=None) -> None:
     parser.add_argument("--only", choices=["real", "synthetic"], help="run one yardstick only")
     parser.add_argument("--json", type=Path, help="write the figures here too")
     parser.add_argument("--maps", type=Path, help="save the figure crops' part maps (npz)")
+    parser.add_argument("--compare", type=Path, nargs=2, metavar=("BEFORE", "AFTER"),
+                        help="two --maps files to draw side by side into --figure (nothing else runs)")
+    parser.add_argument("--figure", type=Path, default=ROOT / "docs" / "figures" / "pose_before_after.png")
     args = parser.parse_args(argv)
+    if args.compare:
+        compare_figure(*args.compare, args.figure)
+        print(f"wrote {args.figure}")
+        return
     report = {}
     if args.only != "synthetic":
         if not args.data.exists():

@@ -129,6 +129,13 @@ class ChartParams:
     when both its ends are seen (occluded or cut-off limbs are left out, their pixels stay background)"""
     outside_margin: float = 0.02
     """a landmark farther than this fraction of the crop's size outside the crop is not seen"""
+    min_mask_support: float = 0.6
+    """an upper arm or upper leg whose ends are not both seen is still drawn when its proximal end is in
+    the crop and the person mask covers this fraction of its capsule's pixels in the crop: on tight,
+    low-resolution crops BlazePose gives plainly visible legs visibilities under 0.1 and puts the
+    ankles below the crop; the mask then shows the thigh is there. Lower limbs, hands and feet are
+    never rescued so: BlazePose's mask also covers railings and walls in front of the legs, and
+    painting lower legs there is the error this guards against"""
     max_distance: float = 2.0
     """pixels farther than this many radii from every part stay background"""
     profile_depth: float = 0.6
@@ -163,6 +170,30 @@ def seen_landmarks(landmarks: np.ndarray, image_hw: tuple[int, int], params: Cha
     with np.errstate(invalid="ignore"):
         inside = (lm[:, 0] >= -mx) & (lm[:, 0] <= w - 1 + mx) & (lm[:, 1] >= -my) & (lm[:, 1] <= h - 1 + my)
         return np.isfinite(lm).all(axis=1) & inside & (lm[:, 3] >= params.min_visibility)
+
+
+def in_crop(landmarks: np.ndarray, image_hw: tuple[int, int], margin: float) -> np.ndarray:
+    """(33,) bool: the landmark lies inside the crop, up to ``margin`` times its size."""
+    lm = np.asarray(landmarks, dtype=np.float64)
+    h, w = image_hw
+    with np.errstate(invalid="ignore"):
+        return (np.isfinite(lm[:, :2]).all(axis=1) & (lm[:, 0] >= -margin * w) & (lm[:, 0] <= w - 1 + margin * w)
+                & (lm[:, 1] >= -margin * h) & (lm[:, 1] <= h - 1 + margin * h))
+
+
+def mask_support(mask: np.ndarray, a: np.ndarray, b: np.ndarray, radius: float) -> float:
+    """Fraction of the pixels of the capsule ``a`` -> ``b`` (radius in px) inside the crop that ``mask`` covers."""
+    h, w = mask.shape
+    x0, x1 = int(max(min(a[0], b[0]) - radius, 0)), int(min(max(a[0], b[0]) + radius, w - 1))
+    y0, y1 = int(max(min(a[1], b[1]) - radius, 0)), int(min(max(a[1], b[1]) + radius, h - 1))
+    if x1 < x0 or y1 < y0:
+        return 0.0
+    rows, cols = np.mgrid[y0:y1 + 1, x0:x1 + 1]
+    P = np.stack([cols.ravel(), rows.ravel()], axis=1).astype(np.float32)
+    r = np.array([radius])
+    score, _, _ = capsule_coordinates(P, a[None], b[None], r, r, np.array([1.0, 0.0]))
+    inside = score[0] <= 1.0
+    return float(mask[rows.ravel()[inside], cols.ravel()[inside]].mean()) if inside.any() else 0.0
 
 
 def _torso_length(lm: np.ndarray, image_h: int, min_torso_frac: float) -> float:
@@ -295,6 +326,8 @@ def landmarks_to_iuv(
     view, facing = body_view(raw, _torso_length(raw, h, params.min_torso_frac), params)
     lm = canonical_sides(raw, view, facing)
     seen = seen_landmarks(lm, (h, w), params)
+    inside = in_crop(lm, (h, w), params.outside_margin)
+    full_mask = bool(np.asarray(person_mask).all())  # no evidence in a mask that is everything
     sh_mid, hip_mid, T, down, to_left = body_frame(lm, h, params.min_torso_frac)
     if view == "profile":  # the chart's "left" becomes the facing side: across > 0 = front half
         perp = np.array([-down[1], down[0]])
@@ -302,12 +335,16 @@ def landmarks_to_iuv(
     rows, cols = np.nonzero(person_mask)
     A, B, r0, r1, parts, penalty, drawn, unseen = [], [], [], [], [], [], [], []
     for name, prox, dist, key, front_part, back_part in LIMBS:
-        if not (seen[list(prox)].all() and seen[list(dist)].any()):
-            unseen.append(name)
-            continue
-        a, _ = _mean_point(lm, prox)
-        b, _ = _mean_point(lm, tuple(j for j in dist if seen[j]))
         r = getattr(params, key) * T
+        a, _ = _mean_point(lm, prox)
+        if seen[list(prox)].all() and seen[list(dist)].any():
+            b, _ = _mean_point(lm, tuple(j for j in dist if seen[j]))
+        else:
+            b, _ = _mean_point(lm, dist)
+            if not (name.startswith("upper_") and inside[list(prox)].all() and not full_mask
+                    and mask_support(person_mask, a, b, r) >= params.min_mask_support):
+                unseen.append(name)
+                continue
         A.append(a), B.append(b), r0.append(r), r1.append(r)
         parts.append(front_part if view != "back" else back_part)
         near = name.endswith("_left") == (facing < 0)
@@ -447,5 +484,6 @@ class PoseChartEstimator:
 
 __all__ = [
     "ChartInfo", "ChartParams", "FLIP_LANDMARKS", "LIMBS", "PoseChartEstimator", "body_frame", "body_view",
-    "canonical_sides", "capsule_coordinates", "facing_front", "landmarks_to_iuv", "seen_landmarks",
+    "canonical_sides", "capsule_coordinates", "facing_front", "in_crop", "landmarks_to_iuv", "mask_support",
+    "seen_landmarks",
 ]

@@ -52,7 +52,7 @@ import pandas as pd
 
 from priors.backends.pose_chart import (
     HEAD_LANDMARKS, L_ANKLE, L_FOOT, L_HIP, L_KNEE, R_ANKLE, R_FOOT, R_HIP, R_KNEE, ChartParams, body_frame, body_view,
-    canonical_sides, capsule_coordinates, seen_landmarks,
+    canonical_sides, capsule_coordinates, in_crop, mask_support, seen_landmarks,
 )
 from priors.estimators import OK, CoarseParsing, MaskResult, ParsingResult
 
@@ -65,13 +65,16 @@ LEG_CHAINS = {
 @dataclass(frozen=True)
 class ParsingParams:
     head_min_visibility: float = 0.5
-    leg_min_visibility: float = 0.3
+    leg_min_visibility: float = 0.5
     head_radius: float = 0.24
     leg_radius: float = 0.2
     min_torso_frac: float = 0.1
     """the torso length is at least this fraction of the image height"""
     outside_margin: float = 0.02
     """a landmark farther than this fraction of the crop's size outside it is not seen"""
+    min_mask_support: float = 0.6
+    """the hip -> knee segment still counts, although its ends are not both seen, when the hip is in the
+    crop and the person mask covers this fraction of its capsule (see ``ChartParams.min_mask_support``)"""
 
 
 def landmarks_to_parsing(
@@ -95,10 +98,19 @@ def landmarks_to_parsing(
     P = np.stack([cols.ravel(), rows.ravel()], axis=1).astype(np.float32)
     out = labels.ravel()
     legs_seen = seen(params.leg_min_visibility)
+    inside = in_crop(lm, (h, w), params.outside_margin)
+    evidence = not mask.all()
+    radius = params.leg_radius * T
     A, B, owner = [], [], []
     for cls, chain in LEG_CHAINS.items():
         visible = [j for j in chain if legs_seen[j]]
-        for a, b in zip(visible[:-1], visible[1:]):
+        segments = list(zip(visible[:-1], visible[1:]))
+        if evidence:  # segments the mask shows although BlazePose gives them a low visibility
+            a, b = chain[0], chain[1]  # hip -> knee only (lower legs: see ChartParams.min_mask_support)
+            if inside[a] and not (legs_seen[a] and legs_seen[b]) and \
+                    mask_support(mask, lm[a, :2], lm[b, :2], radius) >= params.min_mask_support:
+                segments.append((a, b))
+        for a, b in segments:
             A.append(lm[a, :2]), B.append(lm[b, :2]), owner.append(int(cls))
     if A:
         r = np.full(len(A), params.leg_radius * T)
