@@ -30,19 +30,21 @@ def _warm(first: np.ndarray) -> None:
     _EST.estimate(first, None)
 
 
-def _estimate(batch: np.ndarray) -> int:
+def _estimate(batch: np.ndarray) -> tuple[int, float]:
+    c0 = time.process_time()
     res = _EST.estimate(batch, None)
-    return sum(s == "ok" for s in res.status)
+    return sum(s == "ok" for s in res.status), time.process_time() - c0
 
 
-def run(images: np.ndarray, workers: int, batch: int) -> tuple[float, int]:
+def run(images: np.ndarray, workers: int, batch: int) -> tuple[float, int, float]:
+    """Wall seconds, poses found and CPU seconds (all workers) for ``images`` on ``workers`` processes."""
     batches = [images[s:s + batch] for s in range(0, len(images), batch)]
     ctx = mp.get_context("spawn")
     with ctx.Pool(workers, initializer=_warm, initargs=(images[:1],)) as pool:
         pool.map(time.sleep, [0.5] * workers)  # every worker has started and built its graph
         t0 = time.perf_counter()
-        ok = sum(pool.map(_estimate, batches, chunksize=1))
-        return time.perf_counter() - t0, ok
+        done = pool.map(_estimate, batches, chunksize=1)
+        return time.perf_counter() - t0, sum(d[0] for d in done), sum(d[1] for d in done)
 
 
 def main(argv=None) -> None:
@@ -58,11 +60,15 @@ def main(argv=None) -> None:
     if not files:
         raise SystemExit(f"no real crops at {args.data}")
     images = np.stack([resize_rgb(read_and_check(str(f)).rgb, (256, 128)) for f in files])
-    one, ok1 = run(images, 1, args.batch)
-    many, okn = run(images, args.workers, args.batch)
-    print(f"{len(images)} images, batches of {args.batch}; poses found {ok1} (1 process) / {okn} ({args.workers})")
-    print(f"1 process: {len(images) / one:.1f} img/s; {args.workers} processes: {len(images) / many:.1f} img/s; "
-          f"speed-up {one / many:.2f}x")
+    one, ok1, cpu1 = run(images, 1, args.batch)
+    many, okn, cpun = run(images, args.workers, args.batch)
+    n = len(images)
+    print(f"{n} images, batches of {args.batch}; poses found {ok1} (1 process) / {okn} ({args.workers})")
+    print(f"1 process: {n / one:.1f} img/s, {cpu1 / n * 1e3:.0f} CPU ms/img, {cpu1 / one:.2f} cores busy; "
+          f"{args.workers} processes: {n / many:.1f} img/s, {cpun / n * 1e3:.0f} CPU ms/img, {cpun / many:.2f} cores busy")
+    print(f"speed-up {one / many:.2f}x (wall); CPU per image {cpun / cpu1:.2f}x of one process's "
+          "(1.00 = no lock or shared graph makes the processes wait on each other)")
+    print("load average:", " ".join(f"{x:.1f}" for x in __import__("os").getloadavg()))
 
 
 if __name__ == "__main__":
