@@ -238,7 +238,7 @@ def compare_figure(before: Path, after: Path, out: Path) -> None:
         axes[r, 0].set_ylabel(Path(str(a["relpath"][r])).name, fontsize=6)
     fig.suptitle("pose-chart parts and MPN parsing (red head, blue left leg, green right leg, grey other)", fontsize=8)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=80)
 
 
 def main(argv=None) -> None:
