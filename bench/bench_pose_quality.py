@@ -16,7 +16,8 @@ images: railings, parapets, bags, a second person in front; front, back and prof
 images where mediapipe finds the person, the estimated part map against the oracle's
 (per-part IoU, pooled over images, then the mean over the 24 parts), the body-mask IoU
 (``i > 0`` against the true ``i > 0``) and the segmentation source's mask IoU against the true
-person mask, split by view and occlusion.
+person mask, split by view and occlusion; and two bounds: the part IoU the same skeletons reach on
+the *true* body mask, and BlazePose's mask against the true body (accessories and occluders excluded).
 
 Usage::
 
@@ -162,14 +163,17 @@ def part_iou(est: np.ndarray, gt: np.ndarray) -> np.ndarray:
 
 
 def synthetic_report(world: Path, batch: int = 32) -> dict:
+    from dataclasses import replace
+
     import cv2
 
+    from priors.backends.pose_chart import landmarks_to_iuv
     from priors.estimators import OK, dense_estimator, segmentation_source
     from priors.synthetic.dataset import load_sidecar, read_image_table
 
     table = read_image_table(world)
     est, seg = dense_estimator("pose-chart"), segmentation_source("pose")
-    found, est_i, gt_i, seg_m, gt_m = [], [], [], [], []
+    found, est_i, gt_i, seg_m, gt_m, bound_i = [], [], [], [], [], []
     t0 = time.perf_counter()
     for s in range(0, len(table), batch):
         rows = table.iloc[s:s + batch].assign(image_id=np.arange(s, min(s + batch, len(table))))
@@ -181,9 +185,13 @@ def synthetic_report(world: Path, batch: int = 32) -> dict:
         truths = [load_sidecar(world, r) for r in rows.relpath]
         gt_i.append(np.stack([t["i"] for t in truths]))
         gt_m.append(np.stack([t["mask"] for t in truths]))
+        # the same skeleton on the *true* body mask, every pixel assigned: what a perfect mask would give
+        pose, every = est._runner.pose(images), replace(est.chart, max_distance=1e9)  # cached: no second run
+        bound_i.append(np.stack([landmarks_to_iuv(pose.landmarks[k], gt_i[-1][k] > 0, every)[0] if st == OK
+                                 else np.zeros_like(gt_i[-1][k]) for k, st in enumerate(res.status)]))
     seconds = time.perf_counter() - t0
     found = np.array(found)
-    est_i, gt_i, seg_m, gt_m = map(np.concatenate, (est_i, gt_i, seg_m, gt_m))
+    est_i, gt_i, seg_m, gt_m, bound_i = map(np.concatenate, (est_i, gt_i, seg_m, gt_m, bound_i))
     view = table.view.map({"front": "front", "back": "back", "left": "profile", "right": "profile"}).to_numpy()
     occ = (table.occlusion != "none").to_numpy()
     body = mask_iou(est_i > 0, gt_i > 0)
@@ -206,6 +214,8 @@ def synthetic_report(world: Path, batch: int = 32) -> dict:
         "profile": summary(view == "profile"), "occluded": summary(occ), "unoccluded": summary(~occ),
         "by_occluder": {k: summary((table.occlusion == k).to_numpy()) for k in sorted(set(table.occlusion))},
         "per_part_iou": {n: round(float(x), 3) for n, x in zip(PART_NAMES, ious)},
+        "bound_part_iou_true_mask": round(float(np.nanmean(part_iou(bound_i[found], gt_i[found]))), 3),
+        "bound_mask_vs_true_body": round(float(np.nanmean(mask_iou(seg_m[found], gt_i[found] > 0))), 3),
     }
 
 
