@@ -293,3 +293,17 @@ def test_upside_down_skeletons_are_rejected_and_hidden_thighs_are_not_rescued_by
     mask[:, 16:48] = True
     i3, _, _, info3 = landmarks_to_iuv(hidden, mask, ChartParams(min_mask_support=0.6))
     assert "upper_leg_left" in info3.limbs_drawn and np.isin(i3, (9, 10)).any() and not np.isin(i3, (13, 14)).any()
+
+
+def test_each_process_gets_its_own_graph(monkeypatch):
+    """An estimator inherited by a forked worker must not use its parent's mediapipe graph."""
+    import os
+
+    est = dense_estimator("pose-chart")
+    par, seg = parsing_source("pose"), segmentation_source("pose")
+    parent = est._runner
+    assert par._runner is parent and seg._runner is parent  # one graph per process for all three sources
+    real_pid = os.getpid()
+    monkeypatch.setattr(os, "getpid", lambda: real_pid + 100000)  # as seen from a forked child
+    child = est._runner
+    assert child is not parent and par._runner is child and child._pose is None  # built afresh on first use

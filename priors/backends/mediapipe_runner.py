@@ -42,7 +42,12 @@ Processes and threads: mediapipe graphs are not thread-safe and slow to build.
 parameter set (the key holds the process id, so a forked or spawned worker
 builds its own graph and never shares one); each runner serialises the calls
 of its own threads with a lock. Nothing is shared between processes, so N
-worker processes run N graphs in parallel (``bench/bench_pose.py --workers``).
+worker processes run N graphs in parallel (``bench/bench_pose_workers.py``).
+The backends look their runner up on every call, so an estimator constructed
+in a parent (for its provenance) and inherited by forked workers uses each
+worker's own graph. A process that has *run* a graph must not fork workers
+(mediapipe's threads do not survive a fork: glibc then reports heap corruption
+in the children); start those with ``spawn``.
 The parsing and segmentation sources of one MPN unit ask for the same batch:
 the runner remembers its last batch (by content hash) and answers the second
 call without running the graph again. mediapipe is imported here, lazily, and

@@ -459,9 +459,9 @@ class PoseChartEstimator:
         attempts = ((float(pad), "gray"),) + (mpr.DEFAULT_POSE_ATTEMPTS[1:] if retry else ())
         self.seg_threshold = float(seg_threshold)
         self.min_area_frac = float(min_area_frac)
-        self._runner = mpr.get_runner(
-            attempts, canvas or mpr.DEFAULT_CANVAS, 1.0,
-            mpr.DEFAULT_MIN_DETECTION_CONFIDENCE if min_detection_confidence is None else min_detection_confidence)
+        self._runner_args = (attempts, canvas or mpr.DEFAULT_CANVAS, 1.0,
+                             mpr.DEFAULT_MIN_DETECTION_CONFIDENCE if min_detection_confidence is None
+                             else min_detection_confidence)
         self.version = f"0.2+mediapipe{mpr.mediapipe_version()}"
         self.params: dict[str, Any] = {
             **self._runner.params,
@@ -469,6 +469,14 @@ class PoseChartEstimator:
             "min_area_frac": self.min_area_frac,
             **asdict(self.chart),
         }
+
+    @property
+    def _runner(self):
+        """This process's runner, looked up on every call: an estimator built in a parent process and
+        inherited by a forked worker never touches the parent's graph (mediapipe graphs do not survive a fork)."""
+        from priors.backends import mediapipe_runner as mpr
+
+        return mpr.get_runner(*self._runner_args)
 
     def estimate(self, images: np.ndarray, rows: pd.DataFrame) -> DenseResult:
         images = np.asarray(images)

@@ -127,15 +127,33 @@ def landmarks_to_parsing(
     return out.reshape(h, w)
 
 
-def _runner(min_detection_confidence: float | None, canvas: int | None, pad: float):
+def _runner_args(min_detection_confidence: float | None, canvas: int | None, pad: float) -> tuple:
     from priors.backends import mediapipe_runner as mpr
 
     attempts = ((float(pad), "gray"),) + mpr.DEFAULT_POSE_ATTEMPTS[1:]
     conf = mpr.DEFAULT_MIN_DETECTION_CONFIDENCE if min_detection_confidence is None else min_detection_confidence
-    return mpr.get_runner(attempts, canvas or mpr.DEFAULT_CANVAS, 1.0, conf), mpr.mediapipe_version()
+    return attempts, canvas or mpr.DEFAULT_CANVAS, 1.0, conf
 
 
-class PoseSegmentation:
+class _ProcessRunner:
+    """``_runner``: this process's mediapipe runner, looked up on every call (see ``PoseChartEstimator._runner``)."""
+
+    _runner_args: tuple
+
+    @property
+    def _runner(self):
+        from priors.backends import mediapipe_runner as mpr
+
+        return mpr.get_runner(*self._runner_args)
+
+    @staticmethod
+    def _mediapipe_version() -> str:
+        from priors.backends import mediapipe_runner as mpr
+
+        return mpr.mediapipe_version()
+
+
+class PoseSegmentation(_ProcessRunner):
     """Segmentation source ``pose``: BlazePose's own person segmentation (``source="selfie"``: the selfie model).
 
     ``threshold`` on the person probability (default 0.5, the model's decision
@@ -154,8 +172,8 @@ class PoseSegmentation:
         self.name = "mediapipe-pose-segmentation" if source == "pose" else "mediapipe-selfie"
         self.threshold = float(threshold)
         self.min_area_frac = float(min_area_frac)
-        self._runner, mp_version = _runner(min_detection_confidence, canvas, pad)
-        self.version = f"0.2+mediapipe{mp_version}"
+        self._runner_args = _runner_args(min_detection_confidence, canvas, pad)
+        self.version = f"0.2+mediapipe{self._mediapipe_version()}"
         self.params: dict[str, Any] = {"threshold": self.threshold, "min_area_frac": self.min_area_frac,
                                        "source": source, **self._runner.params}
 
@@ -174,7 +192,7 @@ class PoseSegmentation:
 SelfieSegmentation = PoseSegmentation  # the name this source had before BlazePose's own mask replaced selfie's
 
 
-class PoseParsing:
+class PoseParsing(_ProcessRunner):
     """Parsing source ``pose``: head disc + leg capsules from BlazePose, rest of its person mask (module doc).
 
     Status: ``"ok"`` or ``"pose_not_found"`` (labels all background: the estimator failed).
@@ -189,8 +207,8 @@ class PoseParsing:
         self.geometry = ParsingParams(**geometry)
         self.seg_threshold = float(seg_threshold)
         self.min_area_frac = float(min_area_frac)
-        self._runner, mp_version = _runner(min_detection_confidence, canvas, pad)
-        self.version = f"0.2+mediapipe{mp_version}"
+        self._runner_args = _runner_args(min_detection_confidence, canvas, pad)
+        self.version = f"0.2+mediapipe{self._mediapipe_version()}"
         self.params: dict[str, Any] = {
             **self._runner.params, "seg_threshold": self.seg_threshold, "min_area_frac": self.min_area_frac,
             **asdict(self.geometry),
