@@ -14,7 +14,8 @@ import pytest
 pytest.importorskip("mediapipe", reason="mediapipe missing: pip install 'reid-priors[pose]'")
 
 from priors.backends.mediapipe_runner import canvas_map_to_crop, pad_to_square  # noqa: E402
-from priors.backends.pose_chart import ChartParams, capsule_coordinates, facing_front, landmarks_to_iuv  # noqa: E402
+from priors.backends.pose_chart import ChartParams, facing_front, landmarks_to_iuv  # noqa: E402
+from priors.backends.pose_geometry import capsule_coordinates  # noqa: E402
 from priors.backends.pose_parsing import ParsingParams, landmarks_to_parsing  # noqa: E402
 from priors.estimators import CoarseParsing, dense_estimator, parsing_source, segmentation_source  # noqa: E402
 

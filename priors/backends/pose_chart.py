@@ -82,15 +82,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from priors.backends.pose_geometry import (  # noqa: F401  (landmark indices re-exported for pose_parsing)
+    FLIP_LANDMARKS, HEAD_LANDMARKS, L_ANKLE, L_EAR, L_ELBOW, L_EYE, L_FOOT, L_HIP, L_INDEX, L_KNEE, L_PINKY,
+    L_SHOULDER, L_WRIST, NOSE, R_ANKLE, R_EAR, R_ELBOW, R_EYE, R_FOOT, R_HIP, R_INDEX, R_KNEE, R_PINKY, R_SHOULDER,
+    R_WRIST, body_frame, body_view, canonical_sides, capsule_coordinates, in_crop, mask_support, seen_landmarks,
+    torso_length,
+)
 from priors.estimators import OK, DenseResult
-
-# mediapipe BlazePose landmark indices (person's left/right)
-NOSE, L_EYE, R_EYE, L_EAR, R_EAR = 0, 2, 5, 7, 8
-L_SHOULDER, R_SHOULDER, L_ELBOW, R_ELBOW, L_WRIST, R_WRIST = 11, 12, 13, 14, 15, 16
-L_PINKY, R_PINKY, L_INDEX, R_INDEX = 17, 18, 19, 20
-L_HIP, R_HIP, L_KNEE, R_KNEE, L_ANKLE, R_ANKLE = 23, 24, 25, 26, 27, 28
-L_FOOT, R_FOOT = 31, 32
-HEAD_LANDMARKS = (NOSE, L_EYE, R_EYE, L_EAR, R_EAR)
 
 TORSO_BACK, TORSO_FRONT = 1, 2
 HEAD_RIGHT, HEAD_LEFT = 23, 24
@@ -162,151 +160,13 @@ class ChartParams:
     """T is at least this fraction of the image height (guards degenerate poses)"""
 
 
-# BlazePose's left <-> right landmark permutation (eyes, ears, mouth, arms, hands, legs, feet)
-FLIP_LANDMARKS = np.array([0, 4, 5, 6, 1, 2, 3, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15, 18, 17, 20, 19, 22, 21,
-                           24, 23, 26, 25, 28, 27, 30, 29, 32, 31])
-
-
 def _mean_point(lm: np.ndarray, idx: tuple[int, ...]) -> tuple[np.ndarray, float]:
     return lm[list(idx), :2].mean(axis=0), float(lm[list(idx), 3].mean())
 
 
-def _unit(vec: np.ndarray, fallback: np.ndarray) -> np.ndarray:
-    n = float(np.hypot(*vec))
-    return vec / n if n > 1e-6 else fallback
-
-
-def seen_landmarks(landmarks: np.ndarray, image_hw: tuple[int, int], params: ChartParams = ChartParams()) -> np.ndarray:
-    """(33,) bool: visibility >= ``min_visibility`` and inside the crop (up to ``outside_margin``)."""
-    lm = np.asarray(landmarks, dtype=np.float64)
-    h, w = image_hw
-    mx, my = params.outside_margin * w, params.outside_margin * h
-    with np.errstate(invalid="ignore"):
-        inside = (lm[:, 0] >= -mx) & (lm[:, 0] <= w - 1 + mx) & (lm[:, 1] >= -my) & (lm[:, 1] <= h - 1 + my)
-        return np.isfinite(lm).all(axis=1) & inside & (lm[:, 3] >= params.min_visibility)
-
-
-def in_crop(landmarks: np.ndarray, image_hw: tuple[int, int], margin: float) -> np.ndarray:
-    """(33,) bool: the landmark lies inside the crop, up to ``margin`` times its size."""
-    lm = np.asarray(landmarks, dtype=np.float64)
-    h, w = image_hw
-    with np.errstate(invalid="ignore"):
-        return (np.isfinite(lm[:, :2]).all(axis=1) & (lm[:, 0] >= -margin * w) & (lm[:, 0] <= w - 1 + margin * w)
-                & (lm[:, 1] >= -margin * h) & (lm[:, 1] <= h - 1 + margin * h))
-
-
-def mask_support(mask: np.ndarray, a: np.ndarray, b: np.ndarray, radius: float) -> float:
-    """Fraction of the pixels of the capsule ``a`` -> ``b`` (radius in px) inside the crop that ``mask`` covers."""
-    h, w = mask.shape
-    x0, x1 = int(max(min(a[0], b[0]) - radius, 0)), int(min(max(a[0], b[0]) + radius, w - 1))
-    y0, y1 = int(max(min(a[1], b[1]) - radius, 0)), int(min(max(a[1], b[1]) + radius, h - 1))
-    if x1 < x0 or y1 < y0:
-        return 0.0
-    rows, cols = np.mgrid[y0:y1 + 1, x0:x1 + 1]
-    P = np.stack([cols.ravel(), rows.ravel()], axis=1).astype(np.float32)
-    r = np.array([radius])
-    score, _, _ = capsule_coordinates(P, a[None], b[None], r, r, np.array([1.0, 0.0]))
-    inside = score[0] <= 1.0
-    return float(mask[rows.ravel()[inside], cols.ravel()[inside]].mean()) if inside.any() else 0.0
-
-
-def _torso_length(lm: np.ndarray, image_h: int, min_torso_frac: float) -> float:
-    sh_mid = (lm[L_SHOULDER, :2] + lm[R_SHOULDER, :2]) / 2.0
-    hip_mid = (lm[L_HIP, :2] + lm[R_HIP, :2]) / 2.0
-    return max(float(np.hypot(*(hip_mid - sh_mid))), min_torso_frac * image_h, 1e-6)
-
-
-def body_view(landmarks: np.ndarray, torso_length: float, params: ChartParams = ChartParams()) -> tuple[str, int]:
-    """Which way the person faces, from the landmarks' geometry: ``("front" | "back" | "profile", facing)``.
-
-    * profile when the shoulders differ in depth by ``profile_depth`` T or more (measured on 127
-      synthetic views: |dz| / T is 1.5-1.7 in profile, under 0.4 front and back; 93 % right);
-      ``facing`` is -1 when the person looks towards the image's left (the nose left of the ears'
-      midpoint; the shoulders' depth order when the nose sits on it), else +1;
-    * otherwise front when the person's left shoulder/hip lie on the image's right (mediapipe's own
-      left/right order), corrected by the nose's depth relative to the shoulders (nearer = front):
-      ``spread / T - nose_depth_weight * dz_nose / T > 0``; ``facing`` is 0.
-    """
-    lm = np.asarray(landmarks, dtype=np.float64)
-    T = float(torso_length)
-    dz = (lm[L_SHOULDER, 2] - lm[R_SHOULDER, 2]) / T
-    if abs(dz) >= params.profile_depth:
-        nose_off = (lm[NOSE, 0] - (lm[L_EAR, 0] + lm[R_EAR, 0]) / 2.0) / T
-        facing = int(np.sign(nose_off)) if abs(nose_off) > 0.02 else (1 if dz > 0 else -1)
-        return "profile", facing
-    spread = ((lm[L_SHOULDER, 0] - lm[R_SHOULDER, 0]) + (lm[L_HIP, 0] - lm[R_HIP, 0])) / 2.0
-    nose_dz = lm[NOSE, 2] - (lm[L_SHOULDER, 2] + lm[R_SHOULDER, 2]) / 2.0
-    score = spread / T - params.nose_depth_weight * nose_dz / T
-    return ("front" if score > 0 else "back"), 0
-
-
 def facing_front(landmarks: np.ndarray, torso_length: float, params: ChartParams = ChartParams()) -> bool:
     """True when the person faces the camera (:func:`body_view`; a profile counts as front)."""
-    return body_view(landmarks, torso_length, params)[0] != "back"
-
-
-def canonical_sides(landmarks: np.ndarray, view: str, facing: int) -> np.ndarray:
-    """The landmarks with mediapipe's left/right swapped where they contradict the view.
-
-    Seen from the front the person's left is on the image's right, from behind on its left; in a
-    profile the near side is the person's left when they face the image's left (the nearer
-    shoulder, by mediapipe's depth, must carry that side's label). BlazePose often keeps its
-    front-facing left/right order on people seen from behind (the issue's "back views swap
-    front/back and left/right"); this puts every backend on DensePose's convention: sides are the
-    person's own.
-    """
-    lm = np.asarray(landmarks, dtype=np.float64)
-    if view == "profile":
-        left_nearer = lm[L_SHOULDER, 2] < lm[R_SHOULDER, 2]
-        swap = left_nearer != (facing < 0)
-    else:
-        spread = (lm[L_SHOULDER, 0] - lm[R_SHOULDER, 0]) + (lm[L_HIP, 0] - lm[R_HIP, 0])
-        swap = (spread < 0) if view == "front" else (spread > 0)
-    return lm[FLIP_LANDMARKS] if swap else lm
-
-
-def body_frame(landmarks: np.ndarray, image_h: int, min_torso_frac: float = ChartParams.min_torso_frac):
-    """Shoulder/hip midpoints, torso length ``T`` and the unit vector to the person's left."""
-    lm = landmarks
-    sh_mid = (lm[L_SHOULDER, :2] + lm[R_SHOULDER, :2]) / 2.0
-    hip_mid = (lm[L_HIP, :2] + lm[R_HIP, :2]) / 2.0
-    torso_length = _torso_length(lm, image_h, min_torso_frac)
-    down = _unit(hip_mid - sh_mid, np.array([0.0, 1.0]))
-    to_left = (lm[L_SHOULDER, :2] - lm[R_SHOULDER, :2]) + (lm[L_HIP, :2] - lm[R_HIP, :2])
-    perp = np.array([-down[1], down[0]])
-    to_left = perp if float(perp @ to_left) >= 0 else -perp
-    return sh_mid, hip_mid, torso_length, down, to_left
-
-
-def capsule_coordinates(
-    P: np.ndarray, A: np.ndarray, B: np.ndarray, r0: np.ndarray, r1: np.ndarray, to_left: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Normalised distance, axis position and signed offset of points ``P`` (N,2) to K tapered capsules.
-
-    ``A``, ``B`` (K,2) ends, ``r0``, ``r1`` (K,) radii at the ends. Returns
-    ``score`` (K,N) = distance to the axis / radius there, ``t`` (K,N) clipped
-    axis position in [0,1], ``across`` (K,N) = signed offset / radius, positive
-    on the ``to_left`` side of each axis. Computed in ``P``'s float dtype, one
-    (K,N) array per coordinate (no (K,N,2) temporaries).
-    """
-    dtype = P.dtype if P.dtype in (np.float32, np.float64) else np.float64
-    A, B = np.asarray(A, np.float64), np.asarray(B, np.float64)
-    d = B - A
-    inv_len2 = (1.0 / np.maximum((d * d).sum(axis=1), 1e-9)).astype(dtype)[:, None]
-    normal = np.stack([-d[:, 1], d[:, 0]], axis=1)
-    normal /= np.maximum(np.hypot(normal[:, 0], normal[:, 1]), 1e-9)[:, None]
-    normal *= np.where((normal @ np.asarray(to_left, np.float64)) >= 0, 1.0, -1.0)[:, None]
-    col = lambda a: np.asarray(a, dtype)[:, None]  # noqa: E731
-    dx, dy, nx, ny = col(d[:, 0]), col(d[:, 1]), col(normal[:, 0]), col(normal[:, 1])
-    relx = P[None, :, 0].astype(dtype) - col(A[:, 0])
-    rely = P[None, :, 1].astype(dtype) - col(A[:, 1])
-    t = np.clip((relx * dx + rely * dy) * inv_len2, 0.0, 1.0)
-    relx -= t * dx  # now the offset from the nearest axis point
-    rely -= t * dy
-    inv_radius = 1.0 / (col(r0) + col(np.asarray(r1) - np.asarray(r0)) * t)
-    score = np.hypot(relx, rely) * inv_radius
-    across = (relx * nx + rely * ny) * inv_radius
-    return score, t, across
+    return body_view(landmarks, torso_length, params.profile_depth, params.nose_depth_weight)[0] != "back"
 
 
 @dataclass
@@ -337,9 +197,10 @@ def landmarks_to_iuv(
     i_map = np.zeros((h, w), np.uint8)
     u_map = np.zeros((h, w), np.float32)
     v_map = np.zeros((h, w), np.float32)
-    view, facing = body_view(raw, _torso_length(raw, h, params.min_torso_frac), params)
+    view, facing = body_view(raw, torso_length(raw, h, params.min_torso_frac), params.profile_depth,
+                             params.nose_depth_weight)
     lm = canonical_sides(raw, view, facing)
-    seen = seen_landmarks(lm, (h, w), params)
+    seen = seen_landmarks(lm, (h, w), params.min_visibility, params.outside_margin)
     inside = in_crop(lm, (h, w), params.outside_margin)
     full_mask = bool(np.asarray(person_mask).all())  # no evidence in a mask that is everything
     sh_mid, hip_mid, T, down, to_left = body_frame(lm, h, params.min_torso_frac)
@@ -504,8 +365,4 @@ class PoseChartEstimator:
         return DenseResult(i=i, u=u, v=v, status=status, quality=quality)
 
 
-__all__ = [
-    "ChartInfo", "ChartParams", "FLIP_LANDMARKS", "LIMBS", "PoseChartEstimator", "body_frame", "body_view",
-    "canonical_sides", "capsule_coordinates", "facing_front", "in_crop", "landmarks_to_iuv", "mask_support",
-    "seen_landmarks",
-]
+__all__ = ["ChartInfo", "ChartParams", "LIMBS", "PoseChartEstimator", "facing_front", "landmarks_to_iuv"]

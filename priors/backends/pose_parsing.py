@@ -50,8 +50,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from priors.backends.pose_chart import (
-    HEAD_LANDMARKS, L_ANKLE, L_FOOT, L_HIP, L_KNEE, R_ANKLE, R_FOOT, R_HIP, R_KNEE, ChartParams, body_frame, body_view,
+from priors.backends.pose_geometry import (
+    HEAD_LANDMARKS, L_ANKLE, L_FOOT, L_HIP, L_KNEE, R_ANKLE, R_FOOT, R_HIP, R_KNEE, body_frame, body_view,
     canonical_sides, capsule_coordinates, in_crop, mask_support, seen_landmarks,
 )
 from priors.estimators import OK, CoarseParsing, MaskResult, ParsingResult
@@ -92,7 +92,7 @@ def landmarks_to_parsing(
     _, _, T, _, to_left = body_frame(lm, h, params.min_torso_frac)
 
     def seen(min_visibility: float) -> np.ndarray:
-        return seen_landmarks(lm, (h, w), ChartParams(min_visibility=min_visibility, outside_margin=params.outside_margin))
+        return seen_landmarks(lm, (h, w), min_visibility, params.outside_margin)
 
     rows, cols = np.mgrid[0:h, 0:w]
     P = np.stack([cols.ravel(), rows.ravel()], axis=1).astype(np.float32)
@@ -221,14 +221,13 @@ class PoseParsing(_ProcessRunner):
         mask = pose.mask >= self.seg_threshold
         labels = np.zeros((b, h, w), np.uint8)
         status, seen, view = [], np.zeros(b, np.int64), [""] * b
-        chart = ChartParams(min_visibility=0.5, outside_margin=self.geometry.outside_margin)
         for k in range(b):
             if not pose.found[k]:
                 status.append("pose_not_found")
                 continue
             labels[k] = landmarks_to_parsing(pose.landmarks[k], mask[k], self.geometry)
             T = body_frame(pose.landmarks[k].astype(np.float64), h, self.geometry.min_torso_frac)[2]
-            seen[k], view[k] = int(seen_landmarks(pose.landmarks[k], (h, w), chart).sum()), \
+            seen[k], view[k] = int(seen_landmarks(pose.landmarks[k], (h, w), 0.5, self.geometry.outside_margin).sum()), \
                 body_view(pose.landmarks[k], T)[0]
             status.append(OK)
         quality = {"visible_landmarks": seen, "view": np.array(view, dtype=object)}
