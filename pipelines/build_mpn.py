@@ -12,7 +12,7 @@ image (its own status, e.g. ``pose_not_found``, is in ``parsing_status``).
 Quality columns: ``person_frac`` (fraction of the image in the union mask),
 ``visible_landmarks`` (-1 when the source does not say), ``view`` and
 ``low_quality``: "" or a ``;``-joined list of ``estimator_failed``,
-``few_landmarks`` (< :data:`~pipelines.build_dsap.MIN_LANDMARKS` seen) and
+``few_landmarks`` (< :data:`MIN_LANDMARKS` seen, as in ``build-dsap``) and
 ``small_person`` (``person_frac`` < :data:`MIN_PERSON_FRAC`). Failure counts in
 the flow's summary are per image and reason, never per row (an image the
 parsing *and* the segmentation failed on counts once).
