@@ -308,3 +308,31 @@ def test_each_process_gets_its_own_graph(monkeypatch):
     monkeypatch.setattr(os, "getpid", lambda: real_pid + 100000)  # as seen from a forked child
     child = est._runner
     assert child is not parent and par._runner is child and child._pose is None  # built afresh on first use
+
+
+def test_view_from_geometry_profile_and_canonical_sides():
+    from priors.backends.pose_geometry import FLIP_LANDMARKS, body_view, canonical_sides
+
+    assert (FLIP_LANDMARKS[FLIP_LANDMARKS] == np.arange(33)).all() and FLIP_LANDMARKS[11] == 12
+    # seen from behind but labelled in BlazePose's front-facing order (left shoulder on the image's right),
+    # with the nose far behind the shoulders: the view is back, and the sides are swapped back
+    lm = stick_figure(True)
+    lm[0, 2] = +3 * T
+    assert body_view(lm, T) == ("back", 0)
+    fixed = canonical_sides(lm, "back", 0)
+    assert fixed[11, 0] < fixed[12, 0]  # the person's left shoulder now on the image's left
+    i, _, _, info = landmarks_to_iuv(lm, FULL)
+    assert info.view == "back" and i[79, 26] == 8 and i[79, 38] == 7  # left upper leg (back) on the image's left
+    # a profile: the shoulders differ in depth by T; the person looks to the image's left (nose left of the ears)
+    prof = stick_figure(True)
+    prof[[11, 13, 15, 23, 25, 27], 2] = -0.5 * T  # left side nearer the camera
+    prof[[12, 14, 16, 24, 26, 28], 2] = +0.5 * T
+    prof[0, 0] = prof[[7, 8], 0].mean() - 4
+    assert body_view(prof, T) == ("profile", -1)
+    np.testing.assert_array_equal(canonical_sides(prof, "profile", -1), prof)  # left nearer: labels kept
+    i, _, _, info = landmarks_to_iuv(prof, FULL)
+    head = i[np.isin(i, (23, 24))]
+    assert info.view == "profile" and (head == 24).all()  # the near (left) half of the head
+    torso = i[40:60, 24:40]
+    assert {1, 2} <= set(np.unique(torso).tolist())  # front half on the facing side, back half behind
+    assert (i[48, 24:30] == 2).mean() > (i[48, 34:40] == 2).mean()  # facing the image's left: front on the left
