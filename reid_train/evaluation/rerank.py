@@ -64,7 +64,12 @@ class _FeatureDistances:
     def __init__(self, qf, gf, metric: str):
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+        self.device_rows = None
         if isinstance(qf, torch.Tensor):
+            if qf.device.type != "cpu":  # distance rows on the features' device, the rest on the CPU
+                both = torch.cat([qf.detach(), gf.detach().to(qf.device)])
+                both = both if both.is_floating_point() else both.float()
+                self.device_rows = QueryBlockDistances(both, both, "sqeuclidean" if metric == "euclidean" else metric)
             qf, gf = qf.detach().cpu().numpy(), gf.detach().cpu().numpy()
         feats = np.concatenate([np.asarray(qf), np.asarray(gf)])
         if feats.dtype not in (np.float32, np.float64):
@@ -80,7 +85,10 @@ class _FeatureDistances:
         return d if self.metric == "euclidean" else d * d
 
     def rows(self, start: int, stop: int) -> np.ndarray:
-        return self._square(self.rows_of(start, stop)).astype(np.float32, copy=False)
+        if self.device_rows is not None:
+            d = self.device_rows(start, stop)
+            return np.ascontiguousarray(self._square(d).float().cpu().numpy())
+        return np.ascontiguousarray(self._square(self.rows_of(start, stop)).astype(np.float32, copy=False))
 
     def pairs(self, i: np.ndarray, j: np.ndarray, chunk: int = 8192) -> np.ndarray:
         out = np.empty(i.size, np.float32)
@@ -140,21 +148,25 @@ def _gather_transposed_squared(q_q, q_g, g_g, start, out):
     """Rows ``start:start+len(out)`` of the transposed ``[[q_q, q_g], [q_g^T, g_g]]``,
     squared in the inputs' precision and rounded to float32 (the original's
     ``np.power(d, 2).astype(np.float32)``): item ``i < nq`` is ``[q_q[:, i], q_g[i]]``,
-    gallery item ``g`` is ``[q_g[:, g], g_g[:, g]]``."""
+    gallery item ``g`` is ``[q_g[:, g], g_g[:, g]]``. Column reads go through
+    64 x 64 tiles (a transpose that stays in cache), threads over column tiles."""
     nq, ng = q_g.shape
-    for r in numba.prange(out.shape[0]):
-        i = start + r
-        if i < nq:
-            for j in range(nq):
-                out[r, j] = np.float32(q_q[j, i] * q_q[j, i])
-            for j in range(ng):
-                out[r, nq + j] = np.float32(q_g[i, j] * q_g[i, j])
-        else:
-            g = i - nq
-            for j in range(nq):
-                out[r, j] = np.float32(q_g[j, g] * q_g[j, g])
-            for j in range(ng):
-                out[r, nq + j] = np.float32(g_g[j, g] * g_g[j, g])
+    rows = out.shape[0]
+    n = nq + ng
+    tile = 64
+    for t in numba.prange((n + tile - 1) // tile):
+        j0 = t * tile
+        j1 = min(j0 + tile, n)
+        for r0 in range(0, rows, tile):
+            r1 = min(r0 + tile, rows)
+            for j in range(j0, j1):            # source row j, read along r (contiguous)
+                for r in range(r0, r1):
+                    i = start + r
+                    if i < nq:
+                        x = q_q[j, i] if j < nq else q_g[i, j - nq]
+                    else:
+                        x = q_g[j, i - nq] if j < nq else g_g[j - nq, i - nq]
+                    out[r, j] = np.float32(x * x)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -274,41 +286,34 @@ def local_query_expansion(indptr, indices, data, top_k2: np.ndarray, block: int 
     return _csr_from_pairs(counts, cols, vals)
 
 
-def jaccard_query_gallery(indptr, indices, data, num_query: int, max_triples: int = 1 << 22,
-                          max_cells: int = 1 << 23):
-    """Eq. 10 for query rows vs gallery columns. Yields ``(start, stop,
-    jaccard block)``; ``min(V_q[k], V_g[k])`` is summed over the gallery rows
-    of column k through an inverted (CSC) index of the gallery rows of V."""
+def _gallery_columns(indptr, indices, data, num_query: int):
+    """Inverted (CSC) index of the gallery rows of V: for column k, the gallery
+    rows holding it (``col_rows[col_ptr[k]:col_ptr[k+1]]``) and their values."""
     n = indptr.size - 1
-    num_gallery = n - num_query
     g_start = indptr[num_query]
-    g_rows = np.repeat(np.arange(num_gallery), np.diff(indptr[num_query:]))
+    g_rows = np.repeat(np.arange(n - num_query), np.diff(indptr[num_query:]))
     by_col = np.argsort(indices[g_start:], kind="stable")
-    col_rows = g_rows[by_col]
-    col_vals = data[g_start:][by_col]
-    col_ptr = np.concatenate([[0], np.cumsum(np.bincount(indices[g_start:], minlength=n))])
-    # triples per query, to size the blocks
-    q_entry_lens = col_ptr[indices[:g_start] + 1] - col_ptr[indices[:g_start]]
-    q_entry_rows = np.repeat(np.arange(num_query), np.diff(indptr[:num_query + 1]))
-    q_triples = np.bincount(q_entry_rows, weights=q_entry_lens, minlength=num_query).astype(np.int64)
-    max_rows = max(1, max_cells // max(num_gallery, 1))
-    s = 0
-    while s < num_query:
-        e = s + 1
-        budget = q_triples[s]
-        while e < num_query and e - s < max_rows and budget + q_triples[e] <= max_triples:
-            budget += q_triples[e]
-            e += 1
-        ent = np.arange(indptr[s], indptr[e])
-        ent_row = np.repeat(np.arange(e - s), np.diff(indptr[s:e + 1]))
-        pos, lens = _gather_segments(col_ptr, indices[ent].astype(np.int64))
-        overlap = np.minimum(np.repeat(data[ent], lens), col_vals[pos])
-        target = np.repeat(ent_row, lens) * np.int64(num_gallery) + col_rows[pos]
-        m = np.bincount(target, weights=overlap, minlength=(e - s) * num_gallery)
-        m = m.reshape(e - s, num_gallery)
-        m /= 2 - m
-        yield s, e, np.subtract(1, m, out=m)
-        s = e
+    col_ptr = np.concatenate([[0], np.cumsum(np.bincount(indices[g_start:], minlength=n))]).astype(np.int64)
+    return col_ptr, g_rows[by_col].astype(np.int64), data[g_start:][by_col]
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _jaccard_combine(indptr, indices, data, col_ptr, col_rows, col_vals, lambda_value, out):
+    """Eq. 10 + Eq. 12 in place: ``out[q] <- (1 - lambda) jaccard(q, .) + lambda out[q]``.
+
+    Per query row: ``m_g = sum_k min(V_q[k], V_g[k])`` over the query's columns k
+    and the gallery rows g holding k (the inverted index), accumulated in float64;
+    ``jaccard = 1 - m / (2 - m)`` (rows of V sum to 1)."""
+    num_query, num_gallery = out.shape
+    for q in numba.prange(num_query):
+        m = np.zeros(num_gallery, np.float64)
+        for e in range(indptr[q], indptr[q + 1]):
+            k, vq = indices[e], data[e]
+            for t in range(col_ptr[k], col_ptr[k + 1]):
+                m[col_rows[t]] += min(vq, col_vals[t])
+        for g in range(num_gallery):
+            jac = 1.0 - m[g] / (2.0 - m[g])
+            out[q, g] = jac * (1.0 - lambda_value) + np.float64(out[q, g]) * lambda_value
 
 
 def _rerank(source, k1: int, k2: int, lambda_value: float, block_size: int | None) -> np.ndarray:
@@ -333,8 +338,9 @@ def _rerank(source, k1: int, k2: int, lambda_value: float, block_size: int | Non
     if k2 != 1:
         indptr, indices, data = local_query_expansion(indptr, indices, data, top[:, :k2])
     del top
-    for s, e, jaccard in jaccard_query_gallery(indptr, indices, data, nq):
-        out[s:e] = jaccard * (1 - lambda_value) + out[s:e] * lambda_value
+    col_ptr, col_rows, col_vals = _gallery_columns(indptr, indices, data, nq)
+    with kernel_threads():
+        _jaccard_combine(indptr, indices, data, col_ptr, col_rows, col_vals, float(lambda_value), out)
     return out
 
 
