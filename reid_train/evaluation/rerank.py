@@ -27,15 +27,16 @@ What differs is only how it is computed. The dense version holds several
 size) and loops in Python over rows and columns. Here:
 
 * the original distances are produced ``block_size`` rows at a time (from
-  features, or from the given matrices); each block yields the row maxima,
-  the top ``max(k1+1, k2)`` neighbours (torch.topk + a stable tie rule, so
-  the order equals a stable argsort) and, for query rows, the normalised
-  query-gallery part of the output;
+  features -- on their device when they are GPU tensors -- or gathered from the
+  given matrices by a compiled tiled transpose); a compiled pass per row gives
+  the row maximum, the normalised row and its top ``max(k1+1, k2)`` neighbours
+  in stable-sort order, and for query rows the normalised query-gallery part
+  of the output;
 * k-reciprocal tests are vectorised over blocks of rows on the top-k table;
-* ``V`` and its query expansion are CSR matrices, the gallery rows of V are
-  re-indexed by column (CSC), and Jaccard is accumulated only for query rows
-  against gallery columns, blocks of queries sized by the number of
-  (query, gallery, column) triples.
+* ``V`` and its query expansion are CSR matrices; the gallery rows of V are
+  re-indexed by column (CSC), and one compiled pass per query row accumulates
+  Jaccard against every gallery column through that index and writes the
+  final blend into the output (threads over query rows).
 
 Memory, with n = N+M, K = max(k1+1, k2), Kh = round(k1/2)+1:
 O(n*K) for the neighbour table; V has at most n*(k1+1)*(Kh+1) non-zeros and its
