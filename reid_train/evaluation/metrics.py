@@ -309,7 +309,8 @@ def evaluate_rank(distmat: ArrayLike | DistanceRows, q_pids: Sequence[int], g_pi
     uniq, starts = np.unique(g_pids[by_pid], return_index=True)
     pid_ptr = np.append(starts, num_g).astype(np.int64)
     where = np.searchsorted(uniq, q_pids)
-    found = (where < uniq.size) & (uniq[np.minimum(where, uniq.size - 1)] == q_pids)
+    found = (where < uniq.size) & (uniq[np.minimum(where, max(uniq.size - 1, 0))] == q_pids) if uniq.size \
+        else np.zeros(num_q, bool)
     q_group = np.where(found, where, -1).astype(np.int64)
 
     first_hit = np.empty(num_q, np.int64)
