@@ -27,7 +27,8 @@ unit noise). Peak memory is the growth of the process's resident set during the 
 sampled every 5 ms. The machine is shared: wall times are noisy, the ratios are same-run.
 
     python bench/bench_eval.py --torchreid-src ../scratch/deep-person-reid --fastreid-src ../scratch/fast-reid
-    python bench/bench_eval.py --quick     # smaller sizes, seconds (what the test suite runs)
+    python bench/bench_eval.py --quick     # smaller sizes, a minute
+    python bench/bench_eval.py --device cuda --msmt-rerank     # on a GPU (bench/gpu_suite.sh)
 """
 from __future__ import annotations
 
