@@ -33,7 +33,7 @@ from collections.abc import Sequence
 import numba
 import numpy as np
 
-from priors.iuv import N_PARTS, UV_LEVELS, UV_MAX_CODE, uv_cell
+from priors.iuv import N_PARTS, UV_LEVELS, UV_MAX_CODE
 
 # DensePose's 24 chart labels (1..24), person's left/right. Arm halves are the
 # inner / outer side of the arm; torso and legs have back / front halves.
