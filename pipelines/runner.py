@@ -188,7 +188,7 @@ def _run_dask(job: Callable, calls: list[tuple], bar, desc: str, dask_address: s
         client, cluster = Client(dask_address), None
     else:
         cluster = LocalCluster(n_workers=int(dask_workers), threads_per_worker=1, processes=True,
-                               dashboard_address=None, silence_logs=logging.WARNING,
+                               dashboard_address=":0", silence_logs=logging.WARNING,
                                env={"OMP_NUM_THREADS": "1"})
         client = Client(cluster)
     try:
@@ -235,7 +235,7 @@ def task_runner(dask_address: str | None = None, dask_workers: int = 0, workers:
         return DaskTaskRunner(
             cluster_class="distributed.LocalCluster",
             cluster_kwargs={"n_workers": int(dask_workers), "threads_per_worker": 1, "processes": True,
-                            "dashboard_address": None, "env": env, "silence_logs": logging.WARNING},
+                            "dashboard_address": ":0", "env": env, "silence_logs": logging.WARNING},
         )
     if workers and workers > 1:
         from prefect.task_runners import ProcessPoolTaskRunner

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from storage.cli import ArgumentParser, HelpFormatter, absolute_store, existing_dir, nonnegative_int, positive_int, run_cli, store_path
+from storage.cli import ArgumentParser, HelpFormatter, absolute_store, add_quiet, existing_dir, nonnegative_int, positive_int, run_cli, store_path
 
 from .checkpoint import load_checkpoint
 from .config import config_from_dict
@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="average the features of each image and its mirror (default: the run's flip_eval)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     p.add_argument("--batch-size", type=positive_int, default=128, help="evaluation batch size (default 128)")
+    add_quiet(p, help="only warnings, errors and the result lines")
     p.add_argument("--out", help="folder for evaluation.json and cmc_evaluation.png (default: the run folder; "
                                  "a path ending in .json names the results file itself)")
     p.add_argument("--visrank", type=nonnegative_int, default=0, metavar="N",
@@ -86,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     run = Path(args.run)
     overrides = {"eval_batch_size": args.batch_size}
     if args.store:

@@ -128,6 +128,7 @@ def test_fit_mistakes(fit_main, synthetic_world, synthetic_store, tmp_path, caps
         (["--store", str(bare), *common, "--method", "dsa"], "dsa needs priors/dsap but"),
         (["--store", str(bare), *common, "--method", "mpn"], "python -m pipelines build-mpn-priors --store"),
         ([*common, "--resume"], "holds no run (no config.yaml)"),
+        ([*store, *common, "--resume", "--overwrite"], "pass one of them"),
         ([*store, *common, "--pretrained", str(tmp_path / "resnet50.pth")], "resnet50.pth does not exist"),
         ([*store, *common[2:]], "--run RUN_DIR is required"),
     ]
@@ -135,6 +136,9 @@ def test_fit_mistakes(fit_main, synthetic_world, synthetic_store, tmp_path, caps
         line = _fails(fit_main, argv, capsys)
         assert expected in line, (argv, line)
         assert not run.exists(), f"{argv} left {list(run.iterdir())}"
+    run.mkdir()  # a run killed before its first checkpoint: config.yaml only
+    (run / "config.yaml").write_text("method: baseline\n")
+    assert "has no checkpoint.pt yet" in _fails(fit_main, [*store, *common, "--resume"], capsys)
 
 
 def test_evaluate_mistakes(synthetic_store, tmp_path, capsys):

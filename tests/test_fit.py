@@ -69,8 +69,8 @@ TINY = ["--backbone", "resnet18", "--input-size", "64x32", "--pk", "4", "2", "--
 
 
 def test_existing_run_is_refused_and_overwrite_leaves_nothing_of_it(tiny_store, tmp_path, monkeypatch, caplog):
-    monkeypatch.chdir(tmp_path)
-    store = str(Path(tiny_store).relative_to(tmp_path)) if Path(tiny_store).is_relative_to(tmp_path) else tiny_store
+    monkeypatch.chdir(Path(tiny_store).parent)
+    store = Path(tiny_store).name                                   # typed relative to the working directory
     run = tmp_path / "run"
     assert fit.main(["--store", store, "--run", str(run), "--max-steps", "2", *TINY]) == 0
     cfg = yaml.safe_load((run / "config.yaml").read_text())

@@ -75,7 +75,7 @@ def test_plan_accounts_for_every_file(tmp_path):
     assert (index.loc[index["status"] != "ok", "image_id"] >= len(ok)).all()
 
 
-def test_ingest_flow_bad_corpus(tmp_path, prefect_api):
+def test_ingest_flow_bad_corpus(tmp_path):
     expect = bad_market_tree(tmp_path / "m")
     summary = ingest_flow(dataset="market1501", root=str(tmp_path / "m"), store=str(tmp_path / "s"),
                           image_size="32x16", unit_size=4, progress=False)
@@ -92,7 +92,7 @@ def test_ingest_flow_bad_corpus(tmp_path, prefect_api):
     assert again["units_written"] == 0 and again["images"] == 0
 
 
-def test_ingest_mini_market_counts(tmp_path, prefect_api, capsys):
+def test_ingest_mini_market_counts(tmp_path, capsys):
     root = need_shared_data(MINI_MARKET)
     ingest_flow(dataset="market1501", root=str(root), store=str(tmp_path / "s"), progress=False)
     capsys.readouterr()

@@ -39,7 +39,7 @@ def readme_cycle() -> str:
 def test_readme_block_is_what_this_test_runs():
     block = readme_cycle()
     assert "export PREFECT_API_URL=http://127.0.0.1:4200/api" in block
-    assert block.count("--watch") == 3 and "kill %2 %1" in block
+    assert block.count("--watch") == 3 and "kill %2;" in block and "kill %1;" in block
 
 
 def test_readme_prefect_cycle_runs_verbatim(tmp_path):
