@@ -153,6 +153,7 @@ def build_dsap_flow(
     pending = sorted({u[0] for u in est_w.pending()} | {u[0] for u in dsap_w.pending()})
     calls = [(s.url, est_group, estimator, opts, int(S), fill_value, b) for b in batches(pending, units_per_task)]
     results = run_tasks(dsap_units, calls, "build-dsap", progress, dask_address, dask_workers)
+    s.close()  # release the writer locks of both groups
     return finish("build-dsap", results, store=s.url, group=DSAP_GROUP, estimator=estimator)
 
 

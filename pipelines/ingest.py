@@ -129,6 +129,7 @@ def ingest_flow(
     pending = [u[0] for u in writer.pending()]
     calls = [(s.url, str(root), b) for b in batches(pending, units_per_task)]
     results = summarize_results(run_tasks(write_image_units, calls, "ingest", progress, dask_address, dask_workers))
+    s.close()  # the writer lock: another ingest of this store may start now
     counts = summarize(index)
     summary = {
         "store": s.url,

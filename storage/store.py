@@ -292,7 +292,7 @@ class Store:
             raise StoreError(f"{self.url} has no images array metadata (images/zarr.json): the store is damaged; "
                              f"run `python -m storage verify {self.url}`") from None
 
-    @cached_property
+    @property
     def images(self) -> CheckedArray:
         """(N, H, W, 3) uint8; every unit is checked against its marker on its first read."""
         return CheckedArray(self.raw_images, self, "images", "images")

@@ -284,8 +284,10 @@ def group_writer(
     fs.rm(name)  # array folders of a group whose zarr.json is gone
     g = store.root.require_group(name)
     zs = {k: _create_array(g, k, store.n_images, tuple(t), d, store.unit_size) for k, (t, d) in sorted(arrays.items())}
-    attrs = {"layout": layout, "provenance": provenance, "arrays": array_digest(zs)}
-    g.attrs.update({**attrs, "digest": attrs_digest(attrs)})  # one write, last: a group without provenance is not listed
+    attrs = {"layout": layout, "arrays": array_digest(zs), "provenance": provenance}
+    # one metadata write (attrs.update would write once per key), last: a group without provenance is not listed
+    g.update_attributes({"layout": layout, "arrays": attrs["arrays"], "digest": attrs_digest(attrs),
+                         "provenance": provenance})
     return UnitWriter(store, name, zs)
 
 
