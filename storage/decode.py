@@ -170,13 +170,13 @@ def read_and_check(
         if st.st_size > max_bytes:
             raise BadImage("too_large", f"{st.st_size} bytes > {max_bytes} (max_bytes)")
         with open(path, "rb") as f:
-            data = f.read(max_bytes + 1)
+            data = f.read(min(st.st_size, max_bytes) + 1)
     except FileNotFoundError as e:
         raise BadImage("missing_file", f"{type(e).__name__}: {e.strerror}") from None
     except OSError as e:  # PermissionError, EIO, ELOOP, ENAMETOOLONG, ...
         raise BadImage("unreadable", f"{type(e).__name__}: {e.strerror}") from None
-    if len(data) > max_bytes:
-        raise BadImage("too_large", f"more than {max_bytes} bytes (max_bytes; the file grew while read)")
+    if len(data) > st.st_size:
+        raise BadImage("unreadable", f"the file grew while it was read (stat said {st.st_size} bytes)")
     return decode_bytes(data, min_side=min_side, max_side=max_side, max_aspect=max_aspect, strict_jpeg=strict_jpeg)
 
 

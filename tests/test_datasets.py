@@ -219,12 +219,14 @@ def test_csv_manifest(tmp_path):
         ("train", -1, -1, "imgs/a.jpg", "skipped", "bad_manifest_row"),
         ("train", 1, 1, "imgs/a.jpg", "skipped", "bad_manifest_row"),
         ("query", 3, 2, "imgs/b.png", "ok", ""),
-        ("gallery", 5, 1, outside, "ok", ""),
+        ("gallery", 5, 1, outside, "skipped", "outside_root"),
         ("gallery", 3, 1, "imgs/c.jpg", "ok", ""),
         ("gallery", -1, 1, "imgs/junk.jpg", "skipped", "junk"),
         ("gallery", 4, 1, "imgs/missing.jpg", "skipped", "missing_file"),
         ("gallery", 4, 1, "imgs/notes.txt", "skipped", "not_an_image"),
     ]
+    opted_in = scan_dataset("csv", folder, allow_outside_root=True)
+    assert opted_in.loc[opted_in["relpath"] == outside, "status"].tolist() == ["ok"]
     (folder / "bad.csv").write_text("file,pid,camid,split\n")
     with pytest.raises(ValueError, match="path"):
         scan_dataset("csv", folder / "bad.csv")
