@@ -34,7 +34,7 @@ import pandas as pd
 import zarr
 
 from .provenance import SCHEMA_VERSION, make_provenance, same_provenance
-from .store import ATTRS_KEY, CREATING, DEFAULT_UNIT_SIZE, INDEX, Store, StoreError, compressor, data_checksum
+from .store import ATTRS_KEY, CREATING, DEFAULT_UNIT_SIZE, INDEX, Store, StoreError, compressor, data_checksum, data_crc32
 from .fs import StoreFS, json_bytes, table_bytes
 
 MAX_UNIT_BYTES = 1 << 30  # one unit of images is one chunk held in memory by each writer and reader
@@ -221,7 +221,7 @@ class UnitWriter:
         _, start, stop = self.store.units()[k]
         if set(arrays) != set(self.arrays):
             raise ValueError(f"unit {k} of {self.name}: got arrays {sorted(arrays)}, expected {sorted(self.arrays)}")
-        checksums = {}
+        checksums, crcs = {}, {}
         for name, data in arrays.items():
             target = self.arrays[name]
             if data.shape != (stop - start, *target.shape[1:]):
@@ -229,12 +229,13 @@ class UnitWriter:
             data = np.ascontiguousarray(data, dtype=target.dtype)
             target[start:stop] = data
             checksums[name] = data_checksum(data)
+            crcs[name] = data_crc32(data)
         for tname, df in sorted((tables or {}).items()):
             self._fs.write_table(f"tables/{self.name}/{tname}/part-{k:06d}.parquet", df.reset_index(drop=True))
         fails = failures if failures is not None else failures_frame()
         self._fs.write_table(f"tables/{self.name}/failures/part-{k:06d}.parquet", fails.reset_index(drop=True))
         self._fs.write_json(self.marker(k), {
-            "unit": k, "start": start, "stop": stop, "checksums": checksums,
+            "unit": k, "start": start, "stop": stop, "checksums": checksums, "crc32": crcs,
             "tables": sorted(tables or {}), "failures": int(len(fails)),
         })
 
