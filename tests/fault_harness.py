@@ -115,11 +115,12 @@ def _run_killed_subprocess(name: str, world: Path, store: Path, n: int) -> int:
 
 
 def kill_loop(name: str, world: Path, start: Path | None, work: Path, subprocess_every: int = 0,
-              points: list[int] | None = None) -> dict:
+              points: list[int] | None = None, subprocess_at: tuple[float, ...] = ()) -> dict:
     """Kill ``COMMANDS[name]`` at every write point (or ``points``); returns counts and failures.
 
     ``start``: the store the command starts from (copied per run; None = no store yet).
-    ``subprocess_every``: every k-th point is killed in a real subprocess instead (os._exit).
+    ``subprocess_every``: every k-th point is killed in a real subprocess instead (os._exit);
+    ``subprocess_at``: also these fractions of the way through (0.0 = the first point).
     """
     from storage import open_store
     from storage.verify import verify_store
@@ -141,9 +142,10 @@ def kill_loop(name: str, world: Path, start: Path | None, work: Path, subprocess
     total = faults.count
     want = tree_digest(ref)
     out = {"command": name, "points": total, "covered": 0, "bad": [], "subprocess_kills": 0}
+    in_subprocess = {min(total, 1 + int(f * total)) for f in subprocess_at}
     for n in points or range(1, total + 1):
         dst = fresh(work / f"{name}-{n}")
-        if subprocess_every and n % subprocess_every == 0:
+        if (subprocess_every and n % subprocess_every == 0) or n in in_subprocess:
             rc = _run_killed_subprocess(name, world, dst, n)
             out["subprocess_kills"] += 1
             if rc != FAULT_EXIT_CODE:
