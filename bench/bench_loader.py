@@ -201,12 +201,12 @@ def main(argv=None) -> int:
             pass
         loaders = {
             "JPEG + PIL DataLoader (baseline)": lambda: pil_loader(paths, labels, size, cfg, args.P, args.K, args.workers),
-            "store, streaming (cache off)": lambda: TrainLoader(store, args.P, args.K, workers=args.workers,
-                                                                cache=False).batches(0, 10**9),
             "store, cached (after epoch 1)": lambda: cached.batches(0, 10**9),
             "store, streaming, no unit checks": lambda: TrainLoader(open_store(store, check_reads=False), args.P,
                                                                     args.K, workers=args.workers,
                                                                     cache=False).batches(0, 10**9),
+            "store, streaming (cache off)": lambda: TrainLoader(store, args.P, args.K, workers=args.workers,
+                                                                cache=False).batches(0, 10**9),
         }
         best = {k: (0.0, float("inf")) for k in loaders}
         for _ in range(args.repeats):
