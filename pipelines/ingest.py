@@ -133,9 +133,10 @@ def ingest_flow(
 ) -> dict[str, Any]:
     """Ingest a dataset folder into a store (resumable; bad files become index rows)."""
     hw = parse_size(size)
-    from storage.writer import check_layout
+    from storage.writer import check_layout, check_store_path
 
     check_layout(hw, unit_size)  # before any file is read
+    check_store_path(store)
     index = plan_ingest(dataset, root, progress=progress, **(options or {}))
     root = index.attrs["root"]
     s = create_store(store, dataset=dataset, index=index, image_size=hw, source_root=root,

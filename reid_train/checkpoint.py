@@ -11,6 +11,7 @@ keeps its previous checkpoint; both sides of the rename are write points of
 from __future__ import annotations
 
 import os
+import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,10 @@ import numpy as np
 import torch
 
 from storage.fs import faults
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be loaded."""
 
 
 class NoCheckpointError(FileNotFoundError):
@@ -88,7 +93,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise NoCheckpointError(f"no checkpoint at {path}: the run stopped before its first checkpoint "
                                 f"(or --out is wrong); start it again without --resume")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as exc:
+        raise CheckpointError(f"checkpoint {path} is unreadable ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+                              f"restore a copy or start the run again without --resume") from None
 
 
 def model_state(path: str | Path) -> dict[str, torch.Tensor]:

@@ -108,9 +108,7 @@ def create_store(
     interrupted; different arguments raise unless ``overwrite``.
     """
     h, w, unit_size = check_layout(image_size, unit_size)
-    fs = StoreFS(url)
-    if fs.local and os.path.isfile(fs.root):
-        raise StoreError(f"{url} is a file, not a store directory")
+    fs = check_store_path(url)
     n = int((index["status"] == "ok").sum())
     if n == 0:
         raise StoreError(f"no good image to store in {url}: every one of the {len(index)} index rows is skipped or failed")
@@ -137,6 +135,14 @@ def create_store(
         raise
     store._locks.append(lock)
     return store
+
+
+def check_store_path(url: str | os.PathLike) -> StoreFS:
+    """The store's fs; a one-line StoreError when the path is an existing file."""
+    fs = StoreFS(url)
+    if fs.local and os.path.isfile(fs.root):
+        raise StoreError(f"{url} is a file, not a store directory")
+    return fs
 
 
 def _same_attrs(old: dict[str, Any], new: dict[str, Any]) -> bool:
@@ -263,6 +269,9 @@ def group_writer(
         raise StoreError("open the store with mode='r+' to write groups")
     if not (name.startswith("estimates/") or name.startswith("priors/")) or name.count("/") != 1:
         raise ValueError(f"group names are 'estimates/<name>' or 'priors/<name>', got {name!r}")
+    for aname, (tail, dtype) in arrays.items():
+        if any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d <= 0 for d in tail):
+            raise ValueError(f"{name}/{aname}: every dimension must be a positive integer, got {tuple(tail)}")
     fs = store._fs
     store.hold_lock(name, f"building {name}")
     layout = {k: [list(t), d] for k, (t, d) in sorted(arrays.items())}

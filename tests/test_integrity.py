@@ -333,3 +333,19 @@ def test_corpus_is_complete():
     """Runs last in this file: every case above was caught (22 of 22)."""
     assert CAUGHT == CORPUS, sorted(CORPUS - CAUGHT)
     print(f"corruption corpus: {len(CAUGHT)} of {len(CORPUS)} cases caught")
+
+
+def test_group_and_checkpoint_values_are_checked(built, tmp_path):
+    from reid_train.checkpoint import CheckpointError, load_checkpoint
+    from storage import group_writer, make_provenance
+
+    dst = _copy(built, tmp_path)
+    s = open_store(dst, mode="r+")
+    for bad in ((0, 3), (-4, 3)):
+        with pytest.raises(ValueError, match="every dimension must be a positive integer"):
+            group_writer(s, "priors/dsap", {"dsap": (bad, "uint8")}, make_provenance({"name": "x"}), overwrite=True)
+    s.close()
+    assert verify_store(open_store(dst)).ok  # nothing was touched
+    (tmp_path / "c.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="is unreadable"):
+        load_checkpoint(tmp_path / "c.pt")
