@@ -253,8 +253,12 @@ class Store:
                              f"`python -m pipelines ingest` command to finish it")
         if not self._fs.exists("zarr.json"):
             raise StoreError(f"{url} is not a store (no zarr.json); create one with `python -m pipelines ingest`")
-        self.root = self._fs.open_zarr("r" if mode == "r" else "r+")
-        attrs = dict(self.root.attrs.get(ATTRS_KEY, {}))
+        try:
+            self.root = self._fs.open_zarr("r" if mode == "r" else "r+")
+            attrs = dict(self.root.attrs.get(ATTRS_KEY, {}))
+        except Exception as exc:  # noqa: BLE001 - a damaged zarr.json: any parser error
+            raise StoreError(f"{url}: the root zarr.json is unreadable ({type(exc).__name__}: {exc}); "
+                             f"the store is damaged") from None
         if not attrs:
             raise StoreError(f"{url} is a Zarr group but not a reid-priors store (no '{ATTRS_KEY}' attributes)")
         version = attrs.get("schema_version")

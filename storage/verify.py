@@ -167,21 +167,33 @@ def _check_group(store: Store, name: str, report: Report, checksums: bool) -> No
 def verify_store(store: Store, checksums: bool = True) -> Report:
     """Return a :class:`Report`; ``report.ok`` is False on any problem."""
     report = Report()
-    if _check_root(store, report):
+    try:
+        root_ok = _check_root(store, report)
+    except Exception as exc:  # noqa: BLE001 - a damaged images/zarr.json
+        report.problems.append(f"images metadata unreadable: {type(exc).__name__}: {exc}")
+        root_ok = False
+    if root_ok:
         _check_units(store, "images", {"images": store.root["images"]}, checksums, report)
-    listed = set(store.groups)
-    for top in ("estimates", "priors"):
-        if top in store.root:
-            for g, zg in store.root[top].groups():
-                if "provenance" not in zg.attrs:
-                    report.problems.append(f"{top}/{g}: building this group was interrupted (no provenance); "
-                                           f"re-run the command that builds it")
+    try:
+        listed = set(store.groups)
+        for top in ("estimates", "priors"):
+            if top in store.root:
+                for g, zg in store.root[top].groups():
+                    if "provenance" not in zg.attrs:
+                        report.problems.append(f"{top}/{g}: building this group was interrupted (no provenance); "
+                                               f"re-run the command that builds it")
+    except Exception as exc:  # noqa: BLE001 - a damaged group zarr.json
+        report.problems.append(f"group metadata unreadable: {type(exc).__name__}: {exc}")
+        return report
     for name in sorted(_written_groups(store) - listed):
         if name in store.root:
             continue  # reported above
         report.problems.append(f"{name}: units or tables exist but the group's metadata ({name}/zarr.json) is missing")
     for name in sorted(listed):
-        _check_group(store, name, report, checksums)
+        try:
+            _check_group(store, name, report, checksums)
+        except Exception as exc:  # noqa: BLE001 - a damaged array zarr.json
+            report.problems.append(f"{name}: metadata unreadable: {type(exc).__name__}: {exc}")
     fs = store._fs
     if fs.local:
         leftovers = [os.path.relpath(os.path.join(d, f), fs.root) for d, _, files in os.walk(fs.root)

@@ -349,3 +349,16 @@ def test_group_and_checkpoint_values_are_checked(built, tmp_path):
     (tmp_path / "c.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="is unreadable"):
         load_checkpoint(tmp_path / "c.pt")
+
+
+def test_verify_reports_damaged_metadata_files_instead_of_crashing(built, tmp_path):
+    for rel in ("priors/dsap/zarr.json", "priors/dsap/dsap/zarr.json", "images/zarr.json"):
+        dst = tmp_path / rel.replace("/", "_")
+        shutil.copytree(built[1], dst)
+        (dst / rel).write_text('{"zarr_format": 3, "node_typ')
+        assert "unreadable" in _problems(dst) or "missing" in _problems(dst), rel
+    dst = tmp_path / "root"
+    shutil.copytree(built[1], dst)
+    (dst / "zarr.json").write_text("{")
+    with pytest.raises(StoreError, match="root zarr.json is unreadable"):
+        open_store(dst)
