@@ -8,7 +8,7 @@ the command stopped at point N (in-process: :class:`storage.fs.InjectedFault`; w
 ``subprocess=True`` the real process exits there), the same command again, and compares the
 result with the uninterrupted run.
 
-The flows run without Prefect (``flow.fn`` with the tasks called serially in this process): the
+The flows run as plain functions with ``workers=1`` (every unit in this process, no Prefect): the
 write path is the same code, and a loop over all N stays affordable.
 """
 from __future__ import annotations
@@ -29,25 +29,10 @@ from storage.fs import FAULT_ENV, FAULT_EXIT_CODE, InjectedFault, faults
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def serial_run_tasks(task_obj, calls, desc, progress=True, dask_address=None, dask_workers=0):
-    return [task_obj.fn(*args) for args in calls]
-
-
 @contextmanager
 def serial_flows():
-    """Run the flows' tasks serially in this process (no Prefect API needed)."""
-    import pipelines.build_dsap as dsap
-    import pipelines.build_mpn as mpn
-    import pipelines.ingest as ingest
-
-    saved = [(m, m.run_tasks) for m in (dsap, mpn, ingest)]
-    for m, _ in saved:
-        m.run_tasks = serial_run_tasks
-    try:
-        yield
-    finally:
-        for m, f in saved:
-            m.run_tasks = f
+    """The flows run their units in this process with ``workers=1`` (kept for callers of older code)."""
+    yield
 
 
 def tree_digest(root: Path) -> dict[str, str]:
@@ -62,21 +47,21 @@ UNIT_SIZE = int(os.environ.get("REID_PRIORS_FAULT_UNIT", "8"))
 def ingest(world: Path, store: Path) -> None:
     from pipelines.ingest import ingest_flow
 
-    ingest_flow.fn(dataset="market1501", root=str(world), store=str(store), size="64x32", unit_size=UNIT_SIZE,
-                   units_per_task=2, progress=False)
+    ingest_flow(dataset="market1501", root=str(world), store=str(store), image_size="64x32", unit_size=UNIT_SIZE,
+                units_per_task=2, workers=1, progress=False)
 
 
 def build_dsap(world: Path, store: Path) -> None:
     from pipelines.build_dsap import build_dsap_flow
 
-    build_dsap_flow.fn(store=str(store), estimator="oracle", S=8, units_per_task=2, progress=False)
+    build_dsap_flow(store=str(store), estimator="oracle", dsap_size=8, units_per_task=2, workers=1, progress=False)
 
 
 def build_mpn(world: Path, store: Path) -> None:
     from pipelines.build_mpn import build_mpn_flow
 
-    build_mpn_flow.fn(store=str(store), parsing="oracle", segmentation="oracle", input_size="64x32",
-                      units_per_task=2, progress=False)
+    build_mpn_flow(store=str(store), parsing="oracle", segmentation="oracle", input_size="64x32",
+                   units_per_task=2, workers=1, progress=False)
 
 
 COMMANDS: dict[str, Callable[[Path, Path], None]] = {"ingest": ingest, "build-dsap": build_dsap, "build-mpn": build_mpn}
