@@ -13,6 +13,9 @@ machine, same run. Both produce float (B,3,H,W) batches in the main process.
   the first epoch of any run, or a split too large for RAM);
 * store, cached: :class:`TrainLoader` with ``cache=True`` after one epoch (decoded chunks kept in RAM:
   every later epoch).
+* store, streaming, no unit checks: as streaming, with the readers' per-unit marker + sha256 check
+  turned off (``open_store(..., check_reads=False)``): the difference to "streaming" is what the check
+  costs; every streaming measurement starts a fresh store object, so its units are checked again.
 
 Measured after ``--warmup`` batches (worker start-up excluded), best of ``--repeats`` interleaved runs.
 
@@ -44,6 +47,7 @@ from PIL import Image  # noqa: E402
 from reid_train.data.augment import AugmentConfig  # noqa: E402
 from reid_train.data.loader import TrainLoader  # noqa: E402
 from reid_train.data.sampler import PKSampler  # noqa: E402
+from storage import open_store  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -251,9 +255,12 @@ def main(argv=None) -> int:
             pass
         loaders = {
             "JPEG + PIL DataLoader (baseline)": lambda: pil_loader(paths, labels, size, cfg, args.P, args.K, args.workers),
+            "store, cached (after epoch 1)": lambda: cached.batches(0, 10**9),
+            "store, streaming, no unit checks": lambda: TrainLoader(open_store(store, check_reads=False), args.P,
+                                                                    args.K, workers=args.workers,
+                                                                    cache=False).batches(0, 10**9),
             "store, streaming (cache off)": lambda: TrainLoader(store, args.P, args.K, workers=args.workers,
                                                                 cache=False).batches(0, 10**9),
-            "store, cached (after epoch 1)": lambda: cached.batches(0, 10**9),
         }
         best = {k: (0.0, float("inf")) for k in loaders}
         for _ in range(args.repeats):

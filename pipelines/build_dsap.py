@@ -206,6 +206,7 @@ def build_dsap_flow(
     pending = sorted({u[0] for u in est_w.pending()} | {u[0] for u in dsap_w.pending()})
     calls = [(s.url, est_group, estimator, opts, int(S), fill_value, b) for b in batches(pending, units_per_task)]
     results = run_tasks(dsap_units, calls, "build-dsap", progress, dask_address, dask_workers, workers, device)
+    s.close()  # release the writer locks of both groups
     return finish("build-dsap", results, already_done=len(s.units()) - len(pending), store=s.url, group=DSAP_GROUP, estimator=estimator)
 
 

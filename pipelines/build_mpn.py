@@ -215,6 +215,7 @@ def build_mpn_flow(
     prior_params["feat_hw"] = tuple(feat_hw)
     calls = [(s.url, par_key, seg_key, prior_params, b) for b in batches(pending, units_per_task)]
     results = run_tasks(mpn_units, calls, "build-mpn-priors", progress, dask_address, dask_workers, workers, device)
+    s.close()  # release the writer lock of priors/mpn
     return finish("build-mpn-priors", results, already_done=len(s.units()) - len(pending), store=s.url, group=MPN_GROUP, parsing=parsing,
                   segmentation=segmentation, feature_map=[h, w], fallbacks=0)
 

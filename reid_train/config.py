@@ -78,6 +78,7 @@ class TrainConfig:
     threads: int = 0                 # torch intra-op threads on CPU (0 = all cores)
     log_every: int = 10              # iterations between metrics CSV / TensorBoard rows
     checkpoint_every: int = 0        # iterations between checkpoints (0 = at every epoch end only)
+    checkpoint_minutes: float = 5.0  # also checkpoint when this much wall time passed since the last (0 = off)
     # evaluation
     eval_every: int = 0              # epochs between evaluations (0 = only at the end)
     eval_batch_size: int = 128
@@ -95,6 +96,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.P < 2:
             raise ValueError("P must be >= 2: batch-hard mining needs negatives")
+        if not self.checkpoint_minutes >= 0:
+            raise ValueError(f"checkpoint_minutes must be >= 0, got {self.checkpoint_minutes}")
         if self.schedule == "exp" and not self.exp_decay_start < self.epochs:
             raise ValueError("exp_decay_start must be < epochs")
         self._check_ranges()
