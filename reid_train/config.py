@@ -37,7 +37,8 @@ class TrainConfig:
     """
 
     method: str = "baseline"
-    store: str = ""                  # store path, recorded for `reid_train.evaluate`
+    store: str = ""                  # store path or URL: evaluation runs on it, recorded for `reid_train.evaluate`
+    stores: tuple[str, ...] = ()     # train on the union of these stores (labels offset per store); () = store
     # model
     backbone: str = "resnet50"       # resnet18 | resnet34 | resnet50 | resnet101
     last_stride: int = 2
@@ -89,6 +90,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.P < 2:
             raise ValueError("P must be >= 2: batch-hard mining needs negatives")
+        if self.stores and self.store not in self.stores:
+            raise ValueError(f"store {self.store!r} (evaluation) is not one of the training stores {list(self.stores)}")
         if self.schedule == "exp" and not self.exp_decay_start < self.epochs:
             raise ValueError("exp_decay_start must be < epochs")
         return self
@@ -105,6 +108,8 @@ def _coerce(value: Any, default: Any, name: str) -> Any:
         if not isinstance(value, bool):
             raise ValueError(f"{name}: expected a boolean, got {value!r}")
         return value
+    if isinstance(default, tuple) and name == "stores":  # paths and URLs: never split, never converted
+        return (str(value),) if isinstance(value, str) else tuple(str(v) for v in value)
     if isinstance(default, tuple):
         if isinstance(value, str):
             value = [v for v in value.replace("x", ",").split(",") if v.strip()]
@@ -164,6 +169,11 @@ def load_config(path: str | Path, cls: type = TrainConfig, base: TrainConfig | N
     if not isinstance(values, dict):
         raise ValueError(f"{path}: expected a mapping of config fields")
     return config_from_dict(cls, values, base)
+
+
+def train_stores(cfg: TrainConfig) -> list[str]:
+    """The stores a run trains on: ``cfg.stores``, else ``[cfg.store]``."""
+    return list(cfg.stores) if cfg.stores else [cfg.store]
 
 
 def parse_size(text: str) -> tuple[int, int]:

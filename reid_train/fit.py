@@ -32,7 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--method", help=f"method to train, one of {sorted(load_all())} "
                    "(default: baseline, or the resumed run's)")
-    p.add_argument("--store", help="store directory written by the pipelines (train/query/gallery splits)")
+    p.add_argument("--store", action="append", metavar="STORE",
+                   help="store path or URL written by the pipelines (train/query/gallery splits); repeat it to "
+                        "train on the union of several stores (identity labels offset per store), evaluation "
+                        "then runs on the first (default: the resumed run's)")
     p.add_argument("--out", required=False, help="run directory (config, checkpoint, metrics, plots)")
     p.add_argument("--config", help="YAML file with any subset of the method's config fields")
     p.add_argument("--resume", action="store_true",
@@ -76,7 +79,8 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
         cfg = load_config(args.config, cls, cfg)
     values = {"method": method}
     if args.store:
-        values["store"] = str(args.store)
+        values["store"] = str(args.store[0])
+        values["stores"] = [str(s) for s in args.store] if len(args.store) > 1 else []
     values.update({k: getattr(args, k) for k in ("pretrained", "amp", "compile") if getattr(args, k) is not None})
     return apply_overrides(config_from_dict(cls, values, cfg), args)
 

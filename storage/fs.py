@@ -1,4 +1,11 @@
-"""Filesystem helpers: one store is a directory given as a local path or an fsspec URL."""
+"""Filesystem helpers: one store is a directory given as a local path or an fsspec URL.
+
+Object storage (``s3://bucket/store``, with ``pip install '.[s3]'``): credentials and
+the endpoint come from the environment (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
+``AWS_ENDPOINT_URL``, ``~/.aws``), never from the URL, so they are never written into a
+store's attributes or provenance. Directory listings are not cached: other processes
+(Dask workers) add unit markers while this one reads them.
+"""
 from __future__ import annotations
 
 import io
@@ -16,12 +23,36 @@ import zarr
 from zarr.storage import FsspecStore, LocalStore
 
 
+# fsspec options for remote stores: listings change under us (other writers)
+REMOTE_OPTIONS = {"use_listings_cache": False}
+
+
+def check_store_url(url: str) -> str:
+    """Refuse a store URL that carries credentials (``s3://KEY:SECRET@bucket/...``)."""
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest.split("/", 1)[0]:
+        raise ValueError(f"store URL {scheme}://...@{rest.split('@', 1)[1]} holds credentials; give them in the "
+                         "environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL) instead, "
+                         "so that they are never recorded in the store")
+    return url
+
+
+def _filesystem(url: str):
+    protocol = fsspec.core.split_protocol(url)[0]
+    if protocol in (None, "file", "local"):
+        return fsspec.core.url_to_fs(url)
+    try:
+        return fsspec.core.url_to_fs(url, **REMOTE_OPTIONS)
+    except ImportError as exc:
+        raise ImportError(f"store {url}: {exc}. For s3:// stores: pip install 'reid-priors[s3]' (s3fs)") from None
+
+
 class StoreFS:
     """Paths inside one store, relative to its root, through fsspec."""
 
     def __init__(self, url: str | os.PathLike):
-        url = os.fspath(url)
-        self.fs, root = fsspec.core.url_to_fs(url)
+        url = check_store_url(os.fspath(url))
+        self.fs, root = _filesystem(url)
         self.local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
         self.root = os.path.abspath(root) if self.local else root.rstrip("/")
         self.url = self.root if self.local else url
@@ -90,7 +121,7 @@ class StoreFS:
     def zarr_store(self, read_only: bool):
         if self.local:
             return LocalStore(self.root, read_only=read_only)
-        return FsspecStore.from_url(self.url, read_only=read_only)
+        return FsspecStore.from_url(self.url, read_only=read_only, storage_options=dict(REMOTE_OPTIONS))
 
     def open_zarr(self, mode: str) -> zarr.Group:
         return zarr.open_group(store=self.zarr_store(read_only=(mode == "r")), mode=mode, zarr_format=3)
