@@ -11,7 +11,9 @@ batches go on.
 
 Scale-out: ``dask_address`` (an existing scheduler) or ``dask_workers`` (a
 ``LocalCluster``) switches the flow to a ``DaskTaskRunner``. Units never
-overlap between tasks, so workers never write the same unit.
+overlap between tasks, so workers never write the same unit. Workers are
+checked before any task is sent and a cluster without workers fails the flow
+(:mod:`pipelines.cluster`, which also says how to start workers).
 """
 from __future__ import annotations
 
@@ -60,6 +62,14 @@ def task_runner(dask_address: str | None = None, dask_workers: int = 0):
     except ImportError as exc:  # pragma: no cover - prefect-dask is a core dependency
         raise ImportError("Dask scale-out needs prefect-dask: pip install prefect-dask") from exc
     if dask_address:
+        from prefect.settings import PREFECT_API_URL
+
+        from .cluster import ClusterError
+
+        if not PREFECT_API_URL.value():
+            raise ClusterError(f"--dask-address {dask_address}: the workers report their Prefect task runs to the "
+                               "flow's API, and a temporary local one is out of their reach; start a server "
+                               "(`prefect server start`) and set PREFECT_API_URL for the flow")
         return DaskTaskRunner(address=dask_address)
     env = {"PREFECT_API_URL": _prefect_api_url(), "OMP_NUM_THREADS": "1"}
     return DaskTaskRunner(
@@ -87,7 +97,17 @@ def run_tasks(task_obj, calls: list[tuple], desc: str, progress: bool = True,
 
 @flow(name="scale-out", validate_parameters=False)
 def _dask_subflow(task_obj, calls: list[tuple], desc: str, progress: bool) -> list[dict[str, Any]]:
-    return collect([task_obj.submit(*args) for args in calls], desc, progress)
+    from prefect.context import FlowRunContext
+    from prefect.settings import PREFECT_API_URL
+
+    from . import cluster
+
+    client = FlowRunContext.get().task_runner.client
+    cluster.check_workers(client, api_url=PREFECT_API_URL.value())  # before a task can kill a worker
+    futures = [task_obj.submit(*args) for args in calls]
+    for _ in cluster.as_completed(client, [f.wrapped_future for f in futures]):
+        pass  # raises when the cluster has lost all its workers
+    return collect(futures, desc, progress)
 
 
 def collect(futures: list, desc: str, progress: bool = True) -> list[dict[str, Any]]:
