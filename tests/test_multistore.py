@@ -126,3 +126,28 @@ def test_fit_on_two_stores_then_evaluate_cross_domain(two_stores, tmp_path):
     res = json.loads(out.read_text())
     qb = open_store(b).ok_index
     assert res["store"] == b and res["num_query"] == int((qb["split"] == "query").sum())
+
+
+def _methods_with_eval_requires() -> list[str]:
+    from reid_train.methods import load_all
+    from reid_train.methods.base import Method
+
+    return sorted(load_all()) if hasattr(Method, "eval_requires") else []
+
+
+@pytest.mark.skipif(not _methods_with_eval_requires(),
+                    reason="evaluation reads every group training read (no Method.eval_requires yet)")
+@pytest.mark.parametrize("method", _methods_with_eval_requires() or ["baseline"])
+def test_every_method_evaluates_on_a_store_without_priors(method, synthetic_store, two_stores, tmp_path):
+    """Trained with priors (the session store has DSAP and MPN priors), tested on a store that has none."""
+    bare = two_stores[1]
+    assert not open_store(bare).groups
+    run = tmp_path / "run"
+    assert fit.main(["--method", method, "--store", str(synthetic_store), "--out", str(run), "--backbone",
+                     "resnet18", "--size", "128x64", "--pk", "4", "2", "--epochs", "1", "--max-steps", "1",
+                     "--workers", "1", "--device", "cpu", "-q"]) == 0
+    out = tmp_path / "cross.json"
+    assert evaluate.main(["--run", str(run), "--store", bare, "--device", "cpu", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["method"] == method and res["num_gallery"] == int((open_store(bare).ok_index["split"] == "gallery").sum())
+    assert 0.0 <= res["plain"]["mAP"] <= 1.0
