@@ -135,6 +135,7 @@ def _methods_with_eval_requires() -> list[str]:
     return sorted(load_all()) if hasattr(Method, "eval_requires") else []
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _methods_with_eval_requires(),
                     reason="evaluation reads every group training read (no Method.eval_requires yet)")
 @pytest.mark.parametrize("method", _methods_with_eval_requires() or ["baseline"])
@@ -144,7 +145,7 @@ def test_every_method_evaluates_on_a_store_without_priors(method, synthetic_stor
     assert not open_store(bare).groups
     run = tmp_path / "run"
     assert fit.main(["--method", method, "--store", str(synthetic_store), "--out", str(run), "--backbone",
-                     "resnet18", "--size", "128x64", "--pk", "4", "2", "--epochs", "1", "--max-steps", "1",
+                     "resnet18", "--size", "128x64", "--pk", "4", "3", "--max-steps", "1",
                      "--workers", "1", "--device", "cpu", "-q"]) == 0
     out = tmp_path / "cross.json"
     assert evaluate.main(["--run", str(run), "--store", bare, "--device", "cpu", "--out", str(out)]) == 0
