@@ -37,8 +37,8 @@ class TrainConfig:
     """
 
     method: str = "baseline"
-    store: str = ""                  # store path or URL: evaluation runs on it, recorded for `reid_train.evaluate`
-    stores: tuple[str, ...] = ()     # train on the union of these stores (labels offset per store); () = store
+    store: str = ""                  # store path or URL: evaluation runs on it (and training, when stores is empty)
+    stores: tuple[str, ...] = ()     # train on the union of these stores (labels offset per store)
     # model
     backbone: str = "resnet50"       # resnet18 | resnet34 | resnet50 | resnet101
     last_stride: int = 2
@@ -90,8 +90,6 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.P < 2:
             raise ValueError("P must be >= 2: batch-hard mining needs negatives")
-        if self.stores and self.store not in self.stores:
-            raise ValueError(f"store {self.store!r} (evaluation) is not one of the training stores {list(self.stores)}")
         if self.schedule == "exp" and not self.exp_decay_start < self.epochs:
             raise ValueError("exp_decay_start must be < epochs")
         return self

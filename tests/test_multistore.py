@@ -96,6 +96,16 @@ def test_stores_of_other_image_sizes_are_refused(two_stores, tmp_path_factory):
         StoreUnion([two_stores[0], small], "train")
 
 
+def test_store_list_in_the_config():
+    from reid_train.config import TrainConfig, config_from_dict, train_stores
+
+    one = config_from_dict(TrainConfig, {"store": "s3://bucket/market"})
+    assert train_stores(one) == ["s3://bucket/market"]
+    both = config_from_dict(TrainConfig, {"store": "stores/c", "stores": ["stores/a", "s3://x/b"]})
+    assert both.stores == ("stores/a", "s3://x/b")                 # never split at 'x' or converted
+    assert train_stores(both) == ["stores/a", "s3://x/b"] and both.store == "stores/c"  # evaluated elsewhere
+
+
 def test_fit_on_two_stores_then_evaluate_cross_domain(two_stores, tmp_path):
     a, b = two_stores
     run = tmp_path / "run"
