@@ -94,7 +94,11 @@ def test_store_on_s3_end_to_end(s3_env, prefect_api, synthetic_world, tmp_path):
     np.testing.assert_array_equal(s.read_images(ids), ref.read_images(ids))
     assert set(s.groups) == {"estimates/oracle", "priors/dsap", "priors/mpn"}
     assert all(len(s.group(g).units_done()) == len(s.units()) for g in s.groups)
-    assert url in repr(s)
+    assert url in repr(s) and url in s._repr_html_()
+    from storage import views
+
+    for show in (views.show_dsap, views.show_mpn_prior):  # the notebook's views read the priors from S3
+        assert show(s, image_id=3).axes
 
     run = tmp_path / "run"
     assert fit.main(["--method", "baseline", "--store", url, "--out", str(run), "--backbone", "resnet18",
