@@ -14,14 +14,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from prefect import flow, task
 
 from priors.dsap import PART_NAMES, dsap_coverage, warp_dsap_batch
 from priors.estimators import OK, DENSE_BACKENDS, dense_estimator, provenance_of
 from priors.iuv import pack_iuv
 from storage import failures_frame, group_writer, make_provenance, open_store, reopen_writer
 
-from pipelines.runner import batches, cached, count_reasons, finish, run_tasks
+from pipelines.runner import batches, cached, count_reasons, finish, refuse_other_settings, run_tasks, unit_job
 
 DSAP_GROUP = "priors/dsap"
 WARP_VERSION = "1"
@@ -66,7 +65,7 @@ def dsap_unit(images, i, uv, S: int, fill, ids: np.ndarray, est_fails: pd.DataFr
     return {"dsap": dsap, "valid": valid}, {"coverage": table}, fails
 
 
-@task(retries=2, retry_delay_seconds=2)
+@unit_job(retries=2, retry_delay_seconds=2)
 def dsap_units(store_url: str, est_group: str, est_name: str, est_opts: str, S: int, fill: Any,
                units: list[int]) -> dict[str, Any]:
     est_w = reopen_writer(store_url, est_group)
@@ -110,7 +109,6 @@ def dataset_mean(store) -> list[float]:
     return (total / max(n, 1)).round(3).tolist()
 
 
-@flow(name="build-dsap", log_prints=True)
 def build_dsap_flow(
     store: str,
     estimator: str = "oracle",
@@ -119,17 +117,20 @@ def build_dsap_flow(
     dump: str | None = None,
     trust_dump: bool = False,
     root: str | None = None,
-    S: int = 32,
+    dsap_size: int = 32,
     fill: str = "image_mean",
     device: str = "cpu",
     batch_size: int | None = None,
+    workers: int = 0,
     units_per_task: int = 4,
     overwrite: bool = False,
     progress: bool = True,
     dask_address: str | None = None,
     dask_workers: int = 0,
 ) -> dict[str, Any]:
-    """Estimate dense semantics and warp every image into 24 DSAP-images."""
+    """Estimate dense semantics and warp every image into 24 DSAP-images of
+    ``dsap_size`` x ``dsap_size`` (the ``build-dsap`` flow, :mod:`pipelines.flows`)."""
+    S = int(dsap_size)
     if estimator not in DENSE_BACKENDS:
         raise ValueError(f"unknown estimator {estimator!r}; choose one of {sorted(DENSE_BACKENDS)}")
     s = open_store(store, mode="r+")
@@ -148,34 +149,41 @@ def build_dsap_flow(
     dsap_prov = make_provenance({"name": "warp_dsap", "version": WARP_VERSION},
                                 params={"S": int(S), "fill": fill, "fill_value": fill_value},
                                 inputs={est_group: est_w.store.root[est_group].attrs["provenance"]})
+    refuse_other_settings(s, DSAP_GROUP, dsap_prov, {"S": "--dsap-size", "fill": "--fill"}, overwrite)
     dsap_w = group_writer(s, DSAP_GROUP, {"dsap": ((24, 3, S, S), "uint8"), "valid": ((24, S, S), "bool")},
                           dsap_prov, overwrite=overwrite)
     pending = sorted({u[0] for u in est_w.pending()} | {u[0] for u in dsap_w.pending()})
     calls = [(s.url, est_group, estimator, opts, int(S), fill_value, b) for b in batches(pending, units_per_task)]
-    results = run_tasks(dsap_units, calls, "build-dsap", progress, dask_address, dask_workers)
-    return finish("build-dsap", results, store=s.url, group=DSAP_GROUP, estimator=estimator)
+    results = run_tasks(dsap_units, calls, "build-dsap", progress, dask_address, dask_workers, workers, device)
+    return finish("build-dsap", results, already_done=len(s.units()) - len(pending), store=s.url, group=DSAP_GROUP, estimator=estimator)
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--store", required=True, help="store directory or fsspec URL")
+    from storage.cli import MAX_DSAP_SIDE, bounded_int, existing_file, hidden_alias, positive_int, store_path
+
+    p.add_argument("--store", required=True, type=store_path, help="store folder or fsspec URL (made by ingest)")
     p.add_argument("--estimator", required=True, choices=sorted(DENSE_BACKENDS),
                    help="dense-semantics backend: densepose (detectron2), densepose-dump (apply_net.py dump file), "
                         "pose-chart (mediapipe, CPU, coarser than DensePose), oracle (synthetic ground truth)")
-    p.add_argument("--weights", help="densepose: model weights (.pkl/.pth); never downloaded")
-    p.add_argument("--config", help="densepose: the DensePose config YAML matching the weights")
-    p.add_argument("--dump", help="densepose-dump: file written by DensePose's `apply_net.py dump`")
+    p.add_argument("--weights", type=existing_file, help="densepose: model weights (.pkl/.pth); never downloaded")
+    p.add_argument("--config", type=existing_file, help="densepose: the DensePose config YAML matching the weights")
+    p.add_argument("--dump", type=existing_file, help="densepose-dump: file written by DensePose's `apply_net.py dump`")
     p.add_argument("--trust-dump", action="store_true",
                    help="densepose-dump: allow unpickling the dump (it runs code from the file: only for dumps you made)")
     p.add_argument("--root", help="oracle: synthetic dataset folder (default: the folder the store was ingested from)")
-    p.add_argument("--size", dest="S", type=int, default=32, help="side S of each DSAP-image (paper: 32)")
+    p.add_argument("--dsap-size", type=bounded_int(1, MAX_DSAP_SIDE), default=32, metavar="S",
+                   help="side S of each DSAP-image (paper: 32)")
+    hidden_alias(p, "--size", "dsap_size", bounded_int(1, MAX_DSAP_SIDE))
     p.add_argument("--fill", choices=["image_mean", "dataset_mean"], default="image_mean",
                    help="initial value of DSAP cells no pixel lands in: the image's or the dataset's per-channel mean")
     p.add_argument("--device", default="cpu", help="densepose: torch device (cuda, cuda:1, cpu)")
-    p.add_argument("--batch-size", type=int, help="densepose: images per forward pass")
+    p.add_argument("--batch-size", type=positive_int, help="densepose: images per forward pass (default: the backend's)")
 
 
 def flow_params(args: argparse.Namespace) -> dict[str, Any]:
+    """Flow parameters of a parsed command line (the same names, docs/cli.md)."""
     return dict(store=args.store, estimator=args.estimator, weights=args.weights, config=args.config, dump=args.dump,
-                trust_dump=args.trust_dump, root=args.root, S=args.S, fill=args.fill, device=args.device,
-                batch_size=args.batch_size, units_per_task=args.units_per_task, overwrite=args.overwrite,
-                progress=not args.no_progress, dask_address=args.dask_address, dask_workers=args.dask_workers)
+                trust_dump=args.trust_dump, root=args.root, dsap_size=args.dsap_size, fill=args.fill,
+                device=args.device, batch_size=args.batch_size, workers=args.workers,
+                units_per_task=args.units_per_task, overwrite=args.overwrite, progress=not args.quiet,
+                dask_address=args.dask_address, dask_workers=args.dask_workers)

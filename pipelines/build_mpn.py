@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from prefect import flow, task
 
 from priors.estimators import (
     OK,
@@ -34,10 +33,13 @@ from priors.mpn_prior import (
 from storage import failures_frame, group_writer, make_provenance, open_store, reopen_writer
 
 from pipelines.ingest import parse_size
-from pipelines.runner import batches, cached, count_reasons, finish, run_tasks
+from pipelines.runner import batches, cached, count_reasons, finish, refuse_other_settings, run_tasks, unit_job
 
 MPN_GROUP = "priors/mpn"
 PRIOR_VERSION = "1"
+# provenance params -> the flag that sets them (a refusal names the one that changed)
+MPN_FLAGS = {"K": "--parts", "input_size": "--input-size", "stride": "--stride", "feat_hw": "--input-size/--stride",
+             "head_min_frac": "--head-min-frac", "leg_min_frac": "--leg-min-frac", "threshold": "--threshold"}
 STAT_KEYS = ("upper_frac", "lower_frac", "head_px", "left_leg_px", "right_leg_px")
 
 
@@ -96,7 +98,7 @@ def mpn_unit(parsing, seg, images, rows: pd.DataFrame, prior_params: dict[str, A
     return arrays, {"stats": stats}, fails
 
 
-@task(retries=2, retry_delay_seconds=2)
+@unit_job(retries=2, retry_delay_seconds=2)
 def mpn_units(store_url: str, parsing: tuple[str, str], segmentation: tuple[str, str],
               prior_params: dict[str, Any], units: list[int]) -> dict[str, Any]:
     writer = reopen_writer(store_url, MPN_GROUP)
@@ -122,14 +124,13 @@ def mpn_units(store_url: str, parsing: tuple[str, str], segmentation: tuple[str,
     return out
 
 
-@flow(name="build-mpn-priors", log_prints=True)
 def build_mpn_flow(
     store: str,
     parsing: str = "oracle",
     segmentation: str = "oracle",
     input_size: str = "384x128",
     stride: int = BACKBONE_STRIDE,
-    K: int = K_PARTS,
+    parts: int = K_PARTS,
     head_min_frac: float = HEAD_MIN_FRAC,
     leg_min_frac: float = LEG_MIN_FRAC,
     threshold: float = BINARIZE_THRESHOLD,
@@ -140,13 +141,16 @@ def build_mpn_flow(
     maskrcnn_weights: str | None = None,
     root: str | None = None,
     device: str = "cpu",
+    workers: int = 0,
     units_per_task: int = 4,
     overwrite: bool = False,
     progress: bool = True,
     dask_address: str | None = None,
     dask_workers: int = 0,
 ) -> dict[str, Any]:
-    """Build MPN's coarse strip priors (mask, ROI, K strips) for every image of a store."""
+    """Build MPN's coarse strip priors (mask, ROI, ``parts`` strips) for every image
+    of a store (the ``build-mpn-priors`` flow, :mod:`pipelines.flows`)."""
+    K = int(parts)
     s = open_store(store, mode="r+")
     for kind, name, table in (("parsing", parsing, PARSING_BACKENDS), ("segmentation", segmentation, SEGMENTATION_BACKENDS)):
         if name not in table:
@@ -167,45 +171,51 @@ def build_mpn_flow(
     prov = make_provenance([provenance_of(par), provenance_of(seg)],
                            params={"version": PRIOR_VERSION, "input_size": list(parse_size(input_size)),
                                    "stride": int(stride), **prior_params}, inputs=inputs)
+    refuse_other_settings(s, MPN_GROUP, prov, MPN_FLAGS, overwrite)
     h, w = feat_hw
     writer = group_writer(s, MPN_GROUP, {"mask": ((h, w), "uint8"), "roi": ((2,), "int16"), "fallback": ((), "bool"),
                                          "strips": ((int(K), 2), "int16")}, prov, overwrite=overwrite)
     pending = [u[0] for u in writer.pending()]
     prior_params["feat_hw"] = tuple(feat_hw)
     calls = [(s.url, par_key, seg_key, prior_params, b) for b in batches(pending, units_per_task)]
-    results = run_tasks(mpn_units, calls, "build-mpn-priors", progress, dask_address, dask_workers)
-    return finish("build-mpn-priors", results, store=s.url, group=MPN_GROUP, parsing=parsing,
+    results = run_tasks(mpn_units, calls, "build-mpn-priors", progress, dask_address, dask_workers, workers, device)
+    return finish("build-mpn-priors", results, already_done=len(s.units()) - len(pending), store=s.url, group=MPN_GROUP, parsing=parsing,
                   segmentation=segmentation, feature_map=[h, w], fallbacks=0)
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--store", required=True, help="store directory or fsspec URL")
+    from storage.cli import bounded_int, existing_file, fraction, positive_int, size_hw, store_path
+
+    p.add_argument("--store", required=True, type=store_path, help="store folder or fsspec URL (made by ingest)")
     p.add_argument("--parsing", required=True, choices=sorted(PARSING_BACKENDS),
                    help="parsing source: densepose (IUV in the store), pose (mediapipe landmarks), "
                         "onnx (your exported LIP/ATR/CIHP network), oracle (synthetic ground truth)")
     p.add_argument("--segmentation", required=True, choices=sorted(SEGMENTATION_BACKENDS),
                    help="segmentation source: pose (mediapipe selfie segmentation), maskrcnn (detectron2), "
                         "densepose (any IUV part), oracle")
-    p.add_argument("--input-size", default="384x128", help="training input HxW the feature map is derived from (MPN: 384x128)")
-    p.add_argument("--stride", type=int, default=BACKBONE_STRIDE, help="backbone output stride (ResNet-50 with last stride 1: 16)")
-    p.add_argument("--parts", dest="K", type=int, default=K_PARTS, help="number of strips K (MPN: 6)")
-    p.add_argument("--head-min-frac", type=float, default=HEAD_MIN_FRAC,
+    p.add_argument("--input-size", type=size_hw, default="384x128", metavar="HxW",
+                   help="training input HxW the feature map is derived from (MPN: 384x128)")
+    p.add_argument("--stride", type=positive_int, default=BACKBONE_STRIDE,
+                   help="backbone output stride (ResNet-50 with last stride 1: 16)")
+    p.add_argument("--parts", type=bounded_int(1, 64), default=K_PARTS, metavar="K", help="number of strips K (MPN: 6)")
+    p.add_argument("--head-min-frac", type=fraction, default=HEAD_MIN_FRAC,
                    help="head present when its parsing pixels are at least this fraction of the image")
-    p.add_argument("--leg-min-frac", type=float, default=LEG_MIN_FRAC,
+    p.add_argument("--leg-min-frac", type=fraction, default=LEG_MIN_FRAC,
                    help="a leg present when its parsing pixels are at least this fraction of the image")
-    p.add_argument("--threshold", type=float, default=BINARIZE_THRESHOLD,
+    p.add_argument("--threshold", type=fraction, default=BINARIZE_THRESHOLD,
                    help="binarisation threshold of the resized mask (fraction of a feature cell covered)")
     p.add_argument("--iuv-group", help="densepose sources: IUV group to read (default: the first estimates/* group)")
-    p.add_argument("--onnx-model", help="onnx: exported parsing network (.onnx)")
+    p.add_argument("--onnx-model", type=existing_file, help="onnx: exported parsing network (.onnx)")
     p.add_argument("--label-map", help="onnx: preset (lip, atr, cihp) or JSON/YAML file naming head/leg/foreground classes")
-    p.add_argument("--maskrcnn-config", help="maskrcnn: detectron2 config YAML")
-    p.add_argument("--maskrcnn-weights", help="maskrcnn: weights file; never downloaded")
+    p.add_argument("--maskrcnn-config", type=existing_file, help="maskrcnn: detectron2 config YAML")
+    p.add_argument("--maskrcnn-weights", type=existing_file, help="maskrcnn: weights file; never downloaded")
     p.add_argument("--root", help="oracle: synthetic dataset folder (default: the folder the store was ingested from)")
     p.add_argument("--device", default="cpu", help="torch/onnxruntime device for model backends")
 
 
 def flow_params(args: argparse.Namespace) -> dict[str, Any]:
-    keys = ("store", "parsing", "segmentation", "input_size", "stride", "K", "head_min_frac", "leg_min_frac",
+    """Flow parameters of a parsed command line (the same names, docs/cli.md)."""
+    keys = ("store", "parsing", "segmentation", "input_size", "stride", "parts", "head_min_frac", "leg_min_frac",
             "threshold", "iuv_group", "onnx_model", "label_map", "maskrcnn_config", "maskrcnn_weights", "root", "device",
-            "units_per_task", "overwrite", "dask_address", "dask_workers")
-    return {k: getattr(args, k) for k in keys} | {"progress": not args.no_progress}
+            "workers", "units_per_task", "overwrite", "dask_address", "dask_workers")
+    return {k: getattr(args, k) for k in keys} | {"progress": not args.quiet}

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from prefect import flow, task
 from tqdm.auto import tqdm
 
 from storage import create_store, image_writer, open_store, reopen_writer
@@ -28,7 +27,7 @@ from storage.decode import BadImage, read_and_check, resize_rgb
 from storage.duplicates import mark_duplicates
 from storage.relabel import assign_labels
 
-from pipelines.runner import batches, run_tasks, summarize_results
+from pipelines.runner import batches, run_tasks, summarize_results, unit_job
 
 log = logging.getLogger("pipelines.ingest")
 SPLIT_ORDER = {"train": 0, "query": 1, "gallery": 2}
@@ -83,7 +82,7 @@ def plan_ingest(dataset: str, root: str | os.PathLike, progress: bool = True, th
     return out.astype({"pid": "int64", "camid": "int64", "label": "int64", "orig_height": "int64", "orig_width": "int64"})
 
 
-@task(retries=2, retry_delay_seconds=2)
+@unit_job(retries=2, retry_delay_seconds=2)
 def write_image_units(store_url: str, root: str, units: list[int]) -> dict[str, Any]:
     writer = reopen_writer(store_url, "images")
     store = writer.store
@@ -104,22 +103,27 @@ def write_image_units(store_url: str, root: str, units: list[int]) -> dict[str, 
     return {"written": written, "skipped": skipped, "images": images}
 
 
-@flow(name="ingest-dataset", log_prints=True)
 def ingest_flow(
     dataset: str,
     root: str,
     store: str,
-    size: str = "256x128",
+    image_size: str = "256x128",
     unit_size: int = 32,
+    settings: dict[str, Any] | None = None,
+    workers: int = 0,
     units_per_task: int = 8,
     overwrite: bool = False,
     progress: bool = True,
-    options: dict[str, Any] | None = None,
     dask_address: str | None = None,
     dask_workers: int = 0,
 ) -> dict[str, Any]:
-    """Ingest a dataset folder into a store (resumable; bad files become index rows)."""
-    hw = parse_size(size)
+    """Ingest a dataset folder into a store (resumable; bad files become index rows).
+
+    The ``ingest-dataset`` flow (:mod:`pipelines.flows`); ``settings`` are the
+    dataset adapter's options (``--set KEY=VALUE``), ``workers`` the local
+    processes (0: the usable cores)."""
+    hw = parse_size(image_size)
+    options = settings
     index = plan_ingest(dataset, root, progress=progress, **(options or {}))
     root = index.attrs["root"]
     s = create_store(store, dataset=dataset, index=index, image_size=hw, source_root=root,
@@ -128,7 +132,8 @@ def ingest_flow(
     writer.discard_partials()
     pending = [u[0] for u in writer.pending()]
     calls = [(s.url, str(root), b) for b in batches(pending, units_per_task)]
-    results = summarize_results(run_tasks(write_image_units, calls, "ingest", progress, dask_address, dask_workers))
+    results = summarize_results(run_tasks(write_image_units, calls, "ingest", progress, dask_address, dask_workers,
+                                          workers))
     counts = summarize(index)
     summary = {
         "store": s.url,
@@ -137,6 +142,8 @@ def ingest_flow(
         "by_reason": {f"{r.status}:{r.reason or '-'}": int(r.count) for r in counts.itertuples()},
         **results,
     }
+    summary["images_ok"] = int((index["status"] == "ok").sum())
+    summary["units_skipped"] += len(s.units()) - len(pending)  # complete before this run
     print_summary(summary)
     if results["batch_errors"]:
         raise RuntimeError(f"{len(results['batch_errors'])} batches failed: {results['batch_errors'][:3]}")
@@ -144,7 +151,8 @@ def ingest_flow(
 
 
 def print_summary(summary: dict[str, Any]) -> None:
-    print(f"ingested {summary['images']} images of {summary['index_rows']} files into {summary['store']}")
+    print(f"ingest: {summary['images']} images written ({summary['units_skipped']} units already done); "
+          f"{summary['images_ok']} ok of {summary['index_rows']} files in {summary['store']}")
     for reason, n in sorted(summary["by_reason"].items()):
         print(f"  {reason:32s} {n:7d}")
 

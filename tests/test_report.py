@@ -237,7 +237,8 @@ def test_dataset_stats_per_camera(store):
     for c, cam in enumerate(cams):  # naive reference: a loop over rows per part
         rows = cov[cov["camid"] == cam]
         for p, name in enumerate(PART_NAMES):
-            assert shown[p, c] == pytest.approx(sum(rows[f"cov_{name}"]) / len(rows), rel=1e-5)
+            assert shown[p, c] == pytest.approx(100 * sum(rows[f"cov_{name}"]) / len(rows), rel=1e-5)  # in %
+    assert "%" in _cbar.get_ylabel()  # the colour bar is in % like the numbers in the cells
     assert [t.get_text() for t in ax_img.get_xticklabels()] == [f"cam {c}" for c in cams]
     heights = [sum(p.get_height() for p in ax_img.patches if p.get_x() < k < p.get_x() + p.get_width())
                for k in range(len(cams))]
