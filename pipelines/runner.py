@@ -264,13 +264,29 @@ def _run_prefect(job: Callable, calls: list[tuple], desc: str, bar, dask_address
     runner = task_runner(dask_address, dask_workers, workers)
     if runner is None:
         return _submit_and_collect(prefect_task(job), calls, bar, desc)
+    _SUBFLOW_BAR["bar"] = bar
+    try:
+        return _scale_out_flow().with_options(task_runner=runner)(job, calls, desc, bool(dask_address or dask_workers))
+    finally:
+        _SUBFLOW_BAR.pop("bar", None)
+
+
+# The progress bar of the running scale-out subflow. Not a parameter nor a closure variable: Prefect
+# pickles the flow and its parameters into every task's context, and a tqdm bar does not unpickle.
+_SUBFLOW_BAR: dict[str, Any] = {}
+
+
+@functools.lru_cache(maxsize=None)
+def _scale_out_flow():
+    """The scale-out subflow (made on first use: this module does not import Prefect)."""
     from prefect import flow
 
-    @flow(name="scale-out", validate_parameters=False, task_runner=runner)
-    def scale_out() -> list[dict[str, Any]]:
-        return _submit_and_collect(prefect_task(job), calls, bar, desc, dask=bool(dask_address or dask_workers))
+    return flow(_scale_out, name="scale-out", validate_parameters=False)
 
-    return scale_out()
+
+def _scale_out(job: Callable, calls: list[tuple], desc: str, dask: bool) -> list[dict[str, Any]]:
+    """The scale-out subflow's body (module level: pickled by reference into the tasks' context)."""
+    return _submit_and_collect(prefect_task(job), calls, _SUBFLOW_BAR["bar"], desc, dask=dask)
 
 
 def _submit_and_collect(task_obj, calls: list[tuple], bar, desc: str, dask: bool = False) -> list[dict[str, Any]]:

@@ -24,9 +24,11 @@ from storage.verify import verify_store
 pytestmark = pytest.mark.slow
 
 
-def cli(args: list[str], api_url: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """``python -m pipelines ...`` from this checkout, reporting to the session's Prefect API."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PREFECT_API_URL=api_url)
+def cli(args: list[str], api_url: str | None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python -m pipelines ...`` from this checkout: a Prefect flow run reporting to ``api_url``,
+    or (``None``) a plain run whose jobs go to the cluster without Prefect."""
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(PYTHONPATH=str(ROOT), **({"PREFECT_API_URL": api_url} if api_url else {}))
     return subprocess.run([sys.executable, "-m", "pipelines", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
@@ -36,12 +38,12 @@ def test_flows_run_on_user_started_workers(prefect_api, synthetic_world, tmp_pat
     with dask_cluster(tmp_path / "elsewhere", n_workers=2) as c:
         r = cli(["ingest", "--dataset", "market1501", "--root", str(synthetic_world), "--store", str(store),
                  "--size", "128x64", "--unit-size", "8", "--units-per-task", "1", "--dask-address", c.address],
-                prefect_api)
+                None)  # a plain run: the jobs go to the workers without Prefect
         assert r.returncode == 0, r.stderr[-3000:]
         # the hazard is real: each worker's local directory (first on its sys.path) holds a `storage` folder
         assert list(c.local_dir.rglob("worker-*/storage")), list(c.local_dir.iterdir())
         r = cli(["build-dsap", "--store", str(store), "--estimator", "oracle", "--units-per-task", "1",
-                 "--dask-address", c.address], prefect_api)
+                 "--dask-address", c.address], prefect_api)  # a Prefect flow run: DaskTaskRunner
         assert r.returncode == 0, r.stderr[-3000:]
         assert c.workers_alive() == 2
     s = open_store(store)
@@ -61,7 +63,7 @@ for name in ("storage", "priors", "pipelines", "reid_train"):
 '''
 
 
-def test_workers_without_the_project_fail_the_flow_at_once(prefect_api, synthetic_world, tmp_path):
+def test_workers_without_the_project_fail_the_flow_at_once(synthetic_world, tmp_path):
     from pipelines.ingest import plan_ingest, write_image_units
     from storage import create_store, image_writer
 
@@ -73,7 +75,7 @@ def test_workers_without_the_project_fail_the_flow_at_once(prefect_api, syntheti
     preload.write_text(PRELOAD)
     env = {"HIDE_PROJECT_ROOT": str(ROOT)}
     with dask_cluster(tmp_path / "elsewhere", n_workers=2, env=env, preload=preload) as c:
-        r = cli(["build-dsap", "--store", s.url, "--estimator", "oracle", "--dask-address", c.address], prefect_api)
+        r = cli(["build-dsap", "--store", s.url, "--estimator", "oracle", "--dask-address", c.address], None)
         assert r.returncode != 0
         err = r.stderr + r.stdout
         assert "cannot run the jobs" in err and "storage found as the folder" in err and "dask-local" in err, err[-3000:]
