@@ -5,6 +5,17 @@ already holds the unit with the same provenance), then warp it with
 :func:`priors.dsap.warp_dsap_batch` into ``priors/dsap``. The expensive step runs
 once; re-running with another ``S`` or fill re-warps from the stored IUV
 (``--overwrite`` rebuilds only ``priors/dsap`` when the estimator is unchanged).
+
+Quality flags (table ``priors/dsap/coverage``, one row per image): ``coverage``
+(mean over the 24 parts of the filled DSAP cells), ``parts_present``,
+``visible_landmarks`` (landmarks the estimator saw, of 33; -1 when the backend
+does not say), ``view`` and ``limbs_unseen`` (``pose-chart``), and
+``low_quality``: "" or a ``;``-joined list of ``estimator_failed``,
+``low_coverage`` (coverage < :data:`LOW_COVERAGE`), ``few_parts`` (fewer than
+:data:`MIN_PARTS` parts), ``few_landmarks`` (fewer than :data:`MIN_LANDMARKS`
+seen). A user filters with ``coverage[coverage.low_quality == ""]``. The
+backend's quality columns are kept as table ``estimates/<backend>/quality``, so
+a re-warp from stored IUV keeps them.
 """
 from __future__ import annotations
 
@@ -24,6 +35,13 @@ from pipelines.runner import batches, cached, count_reasons, finish, refuse_othe
 
 DSAP_GROUP = "priors/dsap"
 WARP_VERSION = "1"
+LOW_COVERAGE = 0.05
+"""mean DSAP coverage under this flags an image: 23 such "ok" images on a real camera were all bad charts"""
+MIN_PARTS = 4
+"""fewer parts than this (a head and a torso half are 3) flags an image"""
+MIN_LANDMARKS = 12
+"""fewer seen landmarks than this (of BlazePose's 33) flags an image"""
+QUALITY_DEFAULTS = {"visible_landmarks": -1, "view": "", "limbs_unseen": ""}
 
 
 def estimator_options(name: str, params: dict[str, Any], store) -> dict[str, Any]:
@@ -40,26 +58,52 @@ def estimator_options(name: str, params: dict[str, Any], store) -> dict[str, Any
 _dense = cached(lambda name, opts: dense_estimator(name, **json.loads(opts)))
 
 
-def estimate_unit(est, images: np.ndarray, rows: pd.DataFrame) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
-    """Run a dense estimator on one unit: store arrays + failure rows."""
+def estimate_unit(est, images: np.ndarray, rows: pd.DataFrame) -> tuple[dict[str, np.ndarray], pd.DataFrame, pd.DataFrame]:
+    """Run a dense estimator on one unit: store arrays, failure rows and the per-image quality table."""
     res = est.estimate(images, rows)
     if res.i.shape != images.shape[:3]:
         raise ValueError(f"{est.name} returned IUV of shape {res.i.shape} for images {images.shape[:3]}")
     i, uv = pack_iuv(res.i, res.u, res.v)
     fails = failures_frame((int(r), "estimate", s, f"{est.name}: {s}")
                            for r, s in zip(rows["image_id"], res.status) if s != OK)
-    return {"i": i, "uv": uv}, fails
+    quality = pd.DataFrame({"image_id": rows["image_id"].to_numpy().astype(np.int64)})
+    for name, default in QUALITY_DEFAULTS.items():
+        values = (res.quality or {}).get(name)
+        quality[name] = np.asarray(values) if values is not None else default
+    quality["visible_landmarks"] = quality["visible_landmarks"].astype(np.int64)
+    for name in ("view", "limbs_unseen"):
+        quality[name] = quality[name].astype(str)
+    return {"i": i, "uv": uv}, fails, quality
 
 
-def dsap_unit(images, i, uv, S: int, fill, ids: np.ndarray, est_fails: pd.DataFrame) -> tuple[dict, dict, pd.DataFrame]:
-    """Warp one unit: arrays, the coverage table and failure rows."""
+def low_quality(coverage: np.ndarray, parts: np.ndarray, landmarks: np.ndarray, failed: np.ndarray) -> np.ndarray:
+    """The ``low_quality`` reason per image ("" = fine), from the documented thresholds."""
+    flags = [(failed, "estimator_failed"), (~failed & (coverage < LOW_COVERAGE), "low_coverage"),
+             (~failed & (parts < MIN_PARTS), "few_parts"),
+             (~failed & (landmarks >= 0) & (landmarks < MIN_LANDMARKS), "few_landmarks")]
+    return np.array([";".join(name for mask, name in flags if mask[k]) for k in range(len(coverage))], dtype=object)
+
+
+def dsap_unit(images, i, uv, S: int, fill, ids: np.ndarray, est_fails: pd.DataFrame,
+              quality: pd.DataFrame | None = None) -> tuple[dict, dict, pd.DataFrame]:
+    """Warp one unit: arrays, the coverage table (with the quality flags) and failure rows."""
     dsap, valid = warp_dsap_batch(images, i, uv[:, 0], uv[:, 1], S=S, fill=fill)
     cov = dsap_coverage(valid)
     table = pd.DataFrame(cov, columns=[f"cov_{n}" for n in PART_NAMES])
     table.insert(0, "image_id", ids.astype(np.int64))
     table["parts_present"] = (cov > 0).sum(axis=1).astype(np.int64)
     table["coverage"] = cov.mean(axis=1).astype(np.float32)
-    empty = ids[(cov.sum(axis=1) == 0) & ~np.isin(ids, est_fails["image_id"].to_numpy())]
+    q = pd.DataFrame({"image_id": ids.astype(np.int64)})
+    q = q.merge(quality, on="image_id", how="left") if quality is not None else q
+    for name, default in QUALITY_DEFAULTS.items():
+        table[name] = q[name].fillna(default).to_numpy() if name in q else default
+    table["visible_landmarks"] = table["visible_landmarks"].astype(np.int64)
+    failed = np.isin(ids, est_fails["image_id"].to_numpy())
+    table["low_quality"] = low_quality(table["coverage"].to_numpy(), table["parts_present"].to_numpy(),
+                                       table["visible_landmarks"].to_numpy(), failed).astype(str)
+    for name in ("view", "limbs_unseen"):
+        table[name] = table[name].astype(str)
+    empty = ids[(cov.sum(axis=1) == 0) & ~failed]
     fails = pd.concat([est_fails, failures_frame((int(r), "warp", "no_dense_semantics", "no body pixel estimated")
                                                  for r in empty)], ignore_index=True)
     return {"dsap": dsap, "valid": valid}, {"coverage": table}, fails
@@ -82,17 +126,24 @@ def dsap_units(store_url: str, est_group: str, est_name: str, est_opts: str, S: 
         rows = ok.iloc[start:stop]
         images = np.asarray(store.images[start:stop])
         if need_est:
-            arrays, est_fails = estimate_unit(_dense(est_name, est_opts), images, rows)
-            est_w.write_unit(k, arrays, failures=est_fails)
+            arrays, est_fails, quality = estimate_unit(_dense(est_name, est_opts), images, rows)
+            est_w.write_unit(k, arrays, tables={"quality": quality}, failures=est_fails)
         else:
             g = store.group(est_group)
             arrays = {"i": np.asarray(g.arrays["i"][start:stop]), "uv": np.asarray(g.arrays["uv"][start:stop])}
             est_fails = store._fs.read_table(f"tables/{est_group}/failures/part-{k:06d}.parquet")
+            try:  # groups written before the quality table existed have none
+                quality = store._fs.read_table(f"tables/{est_group}/quality/part-{k:06d}.parquet")
+            except (OSError, FileNotFoundError):
+                quality = None
         if need_dsap:
             d_arrays, tables, fails = dsap_unit(images, arrays["i"], arrays["uv"], S, fill,
-                                                rows["image_id"].to_numpy(), est_fails)
+                                                rows["image_id"].to_numpy(), est_fails, quality)
             dsap_w.write_unit(k, d_arrays, tables=tables, failures=fails)
-            for reason, n in count_reasons(fails["reason"]).items():
+            out["low_quality"] = out.get("low_quality", 0) + int((tables["coverage"]["low_quality"] != "").sum())
+            out["failed_images"] = out.get("failed_images", 0) + int(fails["image_id"].nunique())
+            # one count per image and reason (an image is never counted twice for one reason)
+            for reason, n in count_reasons(fails.drop_duplicates(["image_id", "reason"])["reason"]).items():
                 out["failures"][reason] = out["failures"].get(reason, 0) + n
         out["written"] += 1
         out["images"] += stop - start

@@ -3,6 +3,19 @@
 Any parsing source combines with any segmentation source; the group's
 provenance records both. ``densepose`` sources read an IUV group already in the
 store (run ``build-dsap`` first), so no estimator runs twice.
+
+The stats table (``priors/mpn/stats``, one row per image) says *why* an image
+falls back: ``fallback_reason`` is one of :data:`~priors.mpn_prior.FALLBACK_REASONS`
+when the parsing ran and found the parts absent, or
+:data:`~priors.mpn_prior.ESTIMATOR_FAILED` when the parsing source failed on the
+image (its own status, e.g. ``pose_not_found``, is in ``parsing_status``).
+Quality columns: ``person_frac`` (fraction of the image in the union mask),
+``visible_landmarks`` (-1 when the source does not say), ``view`` and
+``low_quality``: "" or a ``;``-joined list of ``estimator_failed``,
+``few_landmarks`` (< :data:`MIN_LANDMARKS` seen, as in ``build-dsap``) and
+``small_person`` (``person_frac`` < :data:`MIN_PERSON_FRAC`). Failure counts in
+the flow's summary are per image and reason, never per row (an image the
+parsing *and* the segmentation failed on counts once).
 """
 from __future__ import annotations
 
@@ -22,6 +35,7 @@ from priors.estimators import (
     segmentation_source,
 )
 from priors.mpn_prior import (
+    ESTIMATOR_FAILED,
     BACKBONE_STRIDE,
     BINARIZE_THRESHOLD,
     HEAD_MIN_FRAC,
@@ -36,7 +50,11 @@ from pipelines.ingest import parse_size
 from pipelines.runner import batches, cached, count_reasons, finish, refuse_other_settings, run_tasks, unit_job
 
 MPN_GROUP = "priors/mpn"
-PRIOR_VERSION = "1"
+PRIOR_VERSION = "2"  # 2: estimator failures are their own fallback reason; quality columns
+MIN_PERSON_FRAC = 0.05
+"""a union mask under this fraction of the image flags the image ``small_person``"""
+MIN_LANDMARKS = 12
+"""fewer seen landmarks than this (of BlazePose's 33) flags an image ``few_landmarks``"""
 # provenance params -> the flag that sets them (a refusal names the one that changed)
 MPN_FLAGS = {"K": "--parts", "input_size": "--input-size", "stride": "--stride", "feat_hw": "--input-size/--stride",
              "head_min_frac": "--head-min-frac", "leg_min_frac": "--leg-min-frac", "threshold": "--threshold"}
@@ -74,21 +92,34 @@ def mpn_unit(parsing, seg, images, rows: pd.DataFrame, prior_params: dict[str, A
     """One unit: run both sources, compute the priors, return arrays, stats table and failures."""
     p = parsing.parse(images, rows)
     m = seg.segment(images, rows)
-    labels = np.where(np.array([s == OK for s in p.status])[:, None, None], p.labels, 0).astype(np.uint8)
+    p_ok = np.array([s == OK for s in p.status], dtype=bool)
+    labels = np.where(p_ok[:, None, None], p.labels, 0).astype(np.uint8)
     mask = np.where(np.array([s == OK for s in m.status])[:, None, None], m.mask, False)
     prior = coarse_strip_prior_batch(labels, mask, **prior_params)
     ids = rows["image_id"].to_numpy().astype(np.int64)
+    reason = np.where(prior["fallback"] & ~p_ok, ESTIMATOR_FAILED, prior["reason"].astype(str))
+    quality = p.quality or {}
+    seen = np.asarray(quality.get("visible_landmarks", np.full(len(ids), -1)), dtype=np.int64)
+    view = np.asarray(quality.get("view", np.full(len(ids), "")), dtype=object).astype(str)
+    person_frac = ((labels > 0) | mask).reshape(len(ids), -1).mean(axis=1).astype(np.float32)
+    flags = [(~p_ok, ESTIMATOR_FAILED), (p_ok & (seen >= 0) & (seen < MIN_LANDMARKS), "few_landmarks"),
+             (p_ok & (person_frac < MIN_PERSON_FRAC), "small_person")]
+    low = [";".join(name for sel, name in flags if sel[k]) for k in range(len(ids))]
     stats = pd.DataFrame({
         "image_id": ids,
         "upper": prior["roi"][:, 0].astype(np.int64),
         "lower": prior["roi"][:, 1].astype(np.int64),
         **{k: prior[k] for k in STAT_KEYS},
         "fallback": prior["fallback"],
-        "fallback_reason": prior["reason"].astype(str),
+        "fallback_reason": reason,
         "parsing_status": p.status,
         "segmentation_status": m.status,
         "parsing": parsing.name,
         "segmentation": seg.name,
+        "person_frac": person_frac,
+        "visible_landmarks": seen,
+        "view": view,
+        "low_quality": np.array(low, dtype=object).astype(str),
     })
     fails = failures_frame(
         [(int(r), "parsing", s, f"{parsing.name}: {s}") for r, s in zip(ids, p.status) if s != OK]
@@ -107,7 +138,8 @@ def mpn_units(store_url: str, parsing: tuple[str, str], segmentation: tuple[str,
     par, seg = _parsing(*parsing), _segmentation(*segmentation)
     _attach_iuv(par, store)
     _attach_iuv(seg, store)
-    out = {"written": 0, "skipped": 0, "images": 0, "failures": {}, "fallbacks": 0}
+    out = {"written": 0, "skipped": 0, "images": 0, "failures": {}, "fallbacks": 0, "estimator_failed": 0,
+           "low_quality": 0}
     for k in units:
         if writer.is_done(k):
             out["skipped"] += 1
@@ -119,7 +151,11 @@ def mpn_units(store_url: str, parsing: tuple[str, str], segmentation: tuple[str,
         out["written"] += 1
         out["images"] += stop - start
         out["fallbacks"] += int(arrays["fallback"].sum())
-        for reason, n in count_reasons(fails["reason"]).items():
+        out["estimator_failed"] = out.get("estimator_failed", 0) + int(
+            (tables["stats"]["fallback_reason"] == ESTIMATOR_FAILED).sum())
+        out["low_quality"] = out.get("low_quality", 0) + int((tables["stats"]["low_quality"] != "").sum())
+        # one count per image and reason: parsing and segmentation failing on one image count once
+        for reason, n in count_reasons(fails.drop_duplicates(["image_id", "reason"])["reason"]).items():
             out["failures"][reason] = out["failures"].get(reason, 0) + n
     return out
 

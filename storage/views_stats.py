@@ -37,7 +37,7 @@ from .views_priors import draw_strips
 
 WORST_KINDS = ("coverage", "fallback", "failures")
 REASON_COLORS = {"head_missing": "#ff7f0e", "legs_missing": "#9467bd", "head_and_legs_missing": FALLBACK_COLOR,
-                 "empty_mask": "#7f7f7f"}
+                 "empty_mask": "#7f7f7f", "estimator_failed": "#17becf"}
 
 
 def _worst_coverage(store, n: int) -> tuple[pd.DataFrame, str]:
@@ -47,8 +47,9 @@ def _worst_coverage(store, n: int) -> tuple[pd.DataFrame, str]:
     lines = []
     for _, r in worst.iterrows():
         why = fails.loc[fails["image_id"] == r["image_id"], "reason"].unique().tolist()
+        low = str(r["low_quality"]) if "low_quality" in r and r["low_quality"] else ""
         lines.append(f"coverage {r['coverage']:.0%}, {int(r['parts_present'])}/24 parts"
-                     + (f"\n{', '.join(why)}" if why else ""))
+                     + (f"\n{', '.join(why)}" if why else f"\nlow quality: {low}" if low else ""))
     out = pd.DataFrame({"image_id": worst["image_id"].to_numpy(), "caption": lines,
                         "flag": (worst["coverage"].to_numpy() == 0)})
     return out, f"lowest DSAP coverage of {len(cov)} images (mean {cov['coverage'].mean():.0%})"
@@ -60,11 +61,18 @@ def _worst_fallback(store, n: int) -> tuple[pd.DataFrame, str]:
     # identities with most fallbacks first, then by image id
     fb["pid_fallbacks"] = fb.groupby("pid")["image_id"].transform("size")
     fb = fb.sort_values(["pid_fallbacks", "pid", "image_id"], ascending=[False, True, True], kind="stable").head(n)
-    lines = [f"{r['fallback_reason']}\n"
-             f"head {int(r['head_px'])} px, legs {int(r['left_leg_px'])}/{int(r['right_leg_px'])}"
-             for _, r in fb.iterrows()]
+    lines = [_fallback_caption(r) for _, r in fb.iterrows()]
     out = pd.DataFrame({"image_id": fb["image_id"].to_numpy(), "caption": lines, "flag": True})
     return out, f"MPN fallbacks: {int(st['fallback'].sum())} of {len(st)} images ({st['fallback'].mean():.0%})"
+
+
+def _fallback_caption(r: pd.Series) -> str:
+    """Why an image fell back: the estimator failed (and how), or the parts it measured were absent."""
+    if r["fallback_reason"] == "estimator_failed":
+        status = r["parsing_status"] if "parsing_status" in r else "?"
+        return f"estimator failed\n({status}: nothing measured)"
+    return (f"{r['fallback_reason']} (parts absent)\n"
+            f"head {int(r['head_px'])} px, legs {int(r['left_leg_px'])}/{int(r['right_leg_px'])}")
 
 
 def _worst_failures(store, n: int) -> tuple[pd.DataFrame, str]:
