@@ -21,7 +21,9 @@ Where the jobs run (:func:`run_tasks`):
   ``workers`` > 1;
 * **on Dask** (``dask_address``: an existing scheduler, ``dask_workers``: a
   ``LocalCluster``): a distributed ``Client`` locally, a ``DaskTaskRunner`` in a
-  Prefect run.
+  Prefect run. The workers are checked before any job is sent, and a cluster
+  that has lost all its workers fails the run (:mod:`pipelines.cluster`, which
+  also says how to start workers and what they need).
 
 Units never overlap between jobs, so processes never write the same unit. The
 progress bar counts units as they finish (in completion order), so its rate and
@@ -182,7 +184,9 @@ def _run_local(job: Callable, calls: list[tuple], bar, desc: str, workers: int) 
 def _run_dask(job: Callable, calls: list[tuple], bar, desc: str, dask_address: str | None, dask_workers: int
               ) -> list[dict[str, Any]]:
     from distributed import Client, LocalCluster
-    from distributed import as_completed as dask_completed
+
+    from .cluster import as_completed as cluster_completed
+    from .cluster import check_workers
 
     if dask_address:
         client, cluster = Client(dask_address), None
@@ -192,11 +196,12 @@ def _run_dask(job: Callable, calls: list[tuple], bar, desc: str, dask_address: s
                                env={"OMP_NUM_THREADS": "1"})
         client = Client(cluster)
     try:
+        check_workers(client)  # before a job that cannot be unpickled kills the worker receiving it
         futures = [client.submit(call_with_retries, job, args, pure=False) for args in calls]
-        index = {f.key: i for i, f in enumerate(futures)}
+        index = {id(f): i for i, f in enumerate(futures)}
         results: list[dict[str, Any] | None] = [None] * len(calls)
-        for fut in dask_completed(futures):
-            i = index[fut.key]
+        for fut in cluster_completed(client, futures):  # an error, not a hang, once no worker is left
+            i = index[id(fut)]
             try:
                 res = fut.result()
             except Exception as exc:  # noqa: BLE001 - a worker was lost
@@ -230,6 +235,14 @@ def task_runner(dask_address: str | None = None, dask_workers: int = 0, workers:
         from prefect_dask import DaskTaskRunner
 
         if dask_address:
+            from prefect.settings import PREFECT_API_URL
+
+            from .cluster import ClusterError
+
+            if not PREFECT_API_URL.value():
+                raise ClusterError(f"--dask-address {dask_address}: the workers report their Prefect task runs to "
+                                   "the flow's API, and a temporary local one is out of their reach; start a server "
+                                   "(`prefect server start`) and set PREFECT_API_URL for the flow")
             return DaskTaskRunner(address=dask_address)
         env = {"PREFECT_API_URL": _prefect_api_url(), "OMP_NUM_THREADS": "1"}
         return DaskTaskRunner(
@@ -251,22 +264,52 @@ def _run_prefect(job: Callable, calls: list[tuple], desc: str, bar, dask_address
     runner = task_runner(dask_address, dask_workers, workers)
     if runner is None:
         return _submit_and_collect(prefect_task(job), calls, bar, desc)
+    _SUBFLOW_BAR["bar"] = bar
+    try:
+        return _scale_out_flow().with_options(task_runner=runner)(job, calls, desc, bool(dask_address or dask_workers))
+    finally:
+        _SUBFLOW_BAR.pop("bar", None)
+
+
+# The progress bar of the running scale-out subflow. Not a parameter nor a closure variable: Prefect
+# pickles the flow and its parameters into every task's context, and a tqdm bar does not unpickle.
+_SUBFLOW_BAR: dict[str, Any] = {}
+
+
+@functools.lru_cache(maxsize=None)
+def _scale_out_flow():
+    """The scale-out subflow (made on first use: this module does not import Prefect)."""
     from prefect import flow
 
-    @flow(name="scale-out", validate_parameters=False, task_runner=runner)
-    def scale_out() -> list[dict[str, Any]]:
-        return _submit_and_collect(prefect_task(job), calls, bar, desc)
-
-    return scale_out()
+    return flow(_scale_out, name="scale-out", validate_parameters=False)
 
 
-def _submit_and_collect(task_obj, calls: list[tuple], bar, desc: str) -> list[dict[str, Any]]:
+def _scale_out(job: Callable, calls: list[tuple], desc: str, dask: bool) -> list[dict[str, Any]]:
+    """The scale-out subflow's body (module level: pickled by reference into the tasks' context)."""
+    return _submit_and_collect(prefect_task(job), calls, _SUBFLOW_BAR["bar"], desc, dask=dask)
+
+
+def _submit_and_collect(task_obj, calls: list[tuple], bar, desc: str, dask: bool = False) -> list[dict[str, Any]]:
     from prefect.futures import as_completed as prefect_completed
 
+    if dask:  # check the workers first; then wait on the Dask futures, failing once no worker is left
+        from prefect.context import FlowRunContext
+        from prefect.settings import PREFECT_API_URL
+
+        from .cluster import as_completed as cluster_completed
+        from .cluster import check_workers
+
+        client = FlowRunContext.get().task_runner.client
+        check_workers(client, api_url=PREFECT_API_URL.value())
     futures = [task_obj.submit(*args) for args in calls]
     index = {id(f): i for i, f in enumerate(futures)}
+    if dask:
+        by_dask = {id(f.wrapped_future): f for f in futures}
+        done = (by_dask[id(d)] for d in cluster_completed(client, [f.wrapped_future for f in futures]))
+    else:
+        done = prefect_completed(futures)
     results: list[dict[str, Any] | None] = [None] * len(calls)
-    for fut in prefect_completed(futures):
+    for fut in done:
         i = index[id(fut)]
         try:
             res = fut.result()

@@ -43,7 +43,8 @@ class TrainConfig:
     """
 
     method: str = "baseline"
-    store: str = ""                  # store path, recorded for `reid_train.evaluate`
+    store: str = ""                  # store path or URL: evaluation runs on it (and training, when stores is empty)
+    stores: tuple[str, ...] = ()     # train on the union of these stores (labels offset per store)
     # model
     backbone: str = "resnet50"       # resnet18 | resnet34 | resnet50 | resnet101
     last_stride: int = 2
@@ -139,6 +140,8 @@ def _coerce(value: Any, default: Any, name: str) -> Any:
         if not isinstance(value, bool):
             raise ValueError(f"{name}: expected a boolean, got {value!r}")
         return value
+    if isinstance(default, tuple) and name == "stores":  # paths and URLs: never split, never converted
+        return (str(value),) if isinstance(value, str) else tuple(str(v) for v in value)
     if isinstance(default, tuple):
         if isinstance(value, str):
             value = [v for v in value.replace("x", ",").split(",") if v.strip()]
@@ -223,6 +226,11 @@ def read_config(name_or_path: str | Path) -> dict[str, Any]:
 def load_config(path: str | Path, cls: type = TrainConfig, base: TrainConfig | None = None) -> TrainConfig:
     """Read a YAML file or packaged config (any subset of ``cls``'s fields) on top of ``base``."""
     return config_from_dict(cls, read_config(path), base)
+
+
+def train_stores(cfg: TrainConfig) -> list[str]:
+    """The stores a run trains on: ``cfg.stores``, else ``[cfg.store]``."""
+    return list(cfg.stores) if cfg.stores else [cfg.store]
 
 
 def parse_size(text: str) -> tuple[int, int]:

@@ -101,24 +101,22 @@ def set_threads(cfg: TrainConfig, dist: Dist) -> int:
 
 
 def store_data(cfg: TrainConfig, requires: tuple[str, ...], dist: Dist, start_step: int) -> Data:
-    """The real data: :class:`reid_train.data.TrainLoader` / ``EvalLoader`` on ``cfg.store``."""
-    from storage import open_store
-
+    """The real data: :class:`reid_train.data.TrainLoader` on the training stores
+    (``cfg.stores``, several: their union, see :class:`reid_train.data.loader.StoreUnion`)
+    and ``EvalLoader`` on ``cfg.store``."""
+    from .config import train_stores
     from .data.augment import AugmentConfig
     from .data.loader import TrainLoader
 
     if not cfg.store:
         raise ValueError("no store given (--store)")
+    stores = train_stores(cfg)
     train = TrainLoader(
-        cfg.store, cfg.P, cfg.K, size=tuple(cfg.size), requires=requires, seed=cfg.seed, workers=cfg.workers,
-        device=dist.device, augment=AugmentConfig(**cfg.augment), rank=dist.rank, world_size=dist.world_size,
-        start_step=start_step,
+        stores if len(stores) > 1 else stores[0], cfg.P, cfg.K, size=tuple(cfg.size), requires=requires,
+        seed=cfg.seed, workers=cfg.workers, device=dist.device, augment=AugmentConfig(**cfg.augment),
+        rank=dist.rank, world_size=dist.world_size, start_step=start_step,
     )
-    num_classes = getattr(train, "num_classes", None)
-    if num_classes is None:
-        index = open_store(cfg.store).ok_index
-        num_classes = int(index.loc[index["split"] == "train", "label"].max()) + 1
-    return Data(train, int(num_classes), store_eval_loader(cfg, requires, dist.device))
+    return Data(train, int(train.num_classes), store_eval_loader(cfg, requires, dist.device))
 
 
 def store_eval_loader(cfg: TrainConfig, requires: tuple[str, ...], device: torch.device

@@ -43,7 +43,8 @@ from storage.cli import (
     store_path,
 )
 
-from .config import TrainConfig, apply_overrides, config_from_dict, load_config, packaged_configs, read_config, to_dict
+from .config import (TrainConfig, apply_overrides, config_from_dict, load_config, packaged_configs, read_config,
+                     to_dict, train_stores)
 from .methods import get_method, load_all
 
 log = logging.getLogger("reid_train.fit")
@@ -60,8 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--method", help=f"method to train, one of {sorted(load_all())} "
                    "(default: baseline, or the resumed run's)")
-    p.add_argument("--store", type=store_path,
-                   help="store folder or URL written by the pipelines (default: the resumed run's)")
+    p.add_argument("--store", type=store_path, action="append",
+                   help="store folder or URL written by the pipelines (default: the resumed run's); repeat it to "
+                        "train on the union of several stores (identity labels offset per store; evaluation "
+                        "during training on the first)")
     p.add_argument("--run", help="run folder: config, checkpoints, metrics, plots (docs/cli.md)")
     hidden_alias(p, "--out", "run")
     p.add_argument("--config", help="YAML file with any subset of the method's config fields, or the name of a "
@@ -114,7 +117,8 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
         cfg = load_config(args.config, cls, cfg)
     values = {"method": method}
     if args.store:
-        values["store"] = str(args.store)
+        values["store"] = str(args.store[0])
+        values["stores"] = [absolute_store(s) for s in args.store] if len(args.store) > 1 else []
     values.update({k: getattr(args, k) for k in ("pretrained", "amp", "compile") if getattr(args, k) is not None})
     cfg = apply_overrides(config_from_dict(cls, values, cfg), args)
     if cfg.store:
@@ -137,18 +141,23 @@ def check_data(cfg: TrainConfig) -> int:
     iterations per epoch."""
     from storage import open_store
 
-    store = open_store(cfg.store)
     needs = get_method(cfg.method).requires
-    missing = [g for g in needs if not store.has_group(g)]
-    if missing:
-        build = {"priors/dsap": "build-dsap", "priors/mpn": "build-mpn-priors"}
-        how = "; ".join(f"python -m pipelines {build.get(g, 'build-...')} --store {cfg.store}" for g in missing)
-        raise ValueError(f"{cfg.method} needs {', '.join(missing)} but {cfg.store} has none (make it with: {how})")
-    index = store.ok_index
-    labels = index.loc[index["split"] == "train", "label"].to_numpy()
-    n_ids = len(set(labels.tolist()))
+    labels, offset = [], 0
+    for url in train_stores(cfg):
+        store = open_store(url)
+        missing = [g for g in needs if not store.has_group(g)]
+        if missing:
+            build = {"priors/dsap": "build-dsap", "priors/mpn": "build-mpn-priors"}
+            how = "; ".join(f"python -m pipelines {build.get(g, 'build-...')} --store {url}" for g in missing)
+            raise ValueError(f"{cfg.method} needs {', '.join(missing)} but {url} has none (make it with: {how})")
+        index = store.ok_index
+        own = index.loc[index["split"] == "train", "label"].to_numpy()
+        labels.extend((own + offset).tolist())  # the union's labels (reid_train.data.loader.StoreUnion)
+        offset += int(own.max()) + 1 if len(own) else 0
+    n_ids = len(set(labels))
     if n_ids < cfg.P:
-        raise ValueError(f"P={cfg.P} identities per batch but {cfg.store} has only {n_ids} training identities "
+        where = " + ".join(train_stores(cfg))
+        raise ValueError(f"P={cfg.P} identities per batch but {where} has only {n_ids} training identities "
                          f"(lower P with --pk)")
     return steps_per_epoch(labels, cfg.P, cfg.K)
 

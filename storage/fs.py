@@ -13,6 +13,12 @@ metadata), so both can be counted and interrupted:
 * **Locks.** :meth:`StoreFS.lock` takes ``locks/<name>.lock`` (exclusive create)
   so that one process writes a group at a time; a lock left by a killed process
   on this host is taken over (its pid is gone).
+
+Object storage (``s3://bucket/store``, with ``pip install '.[s3]'``): credentials and
+the endpoint come from the environment (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
+``AWS_ENDPOINT_URL``, ``~/.aws``), never from the URL, so they are never written into a
+store's attributes or provenance. Directory listings are not cached: other processes
+(Dask workers) add unit markers while this one reads them.
 """
 from __future__ import annotations
 
@@ -111,6 +117,30 @@ class LockError(RuntimeError):
     """Another process is writing the same part of the store."""
 
 
+# fsspec options for remote stores: listings change under us (other writers)
+REMOTE_OPTIONS = {"use_listings_cache": False}
+
+
+def check_store_url(url: str) -> str:
+    """Refuse a store URL that carries credentials (``s3://KEY:SECRET@bucket/...``)."""
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest.split("/", 1)[0]:
+        raise ValueError(f"store URL {scheme}://...@{rest.split('@', 1)[1]} holds credentials; give them in the "
+                         "environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL) instead, "
+                         "so that they are never recorded in the store")
+    return url
+
+
+def _filesystem(url: str):
+    protocol = fsspec.core.split_protocol(url)[0]
+    if protocol in (None, "file", "local"):
+        return fsspec.core.url_to_fs(url)
+    try:
+        return fsspec.core.url_to_fs(url, **REMOTE_OPTIONS)
+    except ImportError as exc:
+        raise ImportError(f"store {url}: {exc}. For s3:// stores: pip install 'reid-priors[s3]' (s3fs)") from None
+
+
 class StoreFS:
     """Paths inside one store, relative to its root, through fsspec."""
 
@@ -118,8 +148,8 @@ class StoreFS:
     _held_lock = threading.Lock()
 
     def __init__(self, url: str | os.PathLike):
-        url = os.fspath(url)
-        self.fs, root = fsspec.core.url_to_fs(url)
+        url = check_store_url(os.fspath(url))
+        self.fs, root = _filesystem(url)
         self.local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
         self.root = os.path.abspath(root) if self.local else root.rstrip("/")
         self.url = self.root if self.local else url
@@ -197,7 +227,7 @@ class StoreFS:
 
     def zarr_store(self, read_only: bool):
         store = LocalStore(self.root, read_only=read_only) if self.local else FsspecStore.from_url(
-            self.url, read_only=read_only)
+            self.url, read_only=read_only, storage_options=dict(REMOTE_OPTIONS))
         return store if read_only else FaultStore(store, self.root if self.local else None)
 
     def open_zarr(self, mode: str) -> zarr.Group:
