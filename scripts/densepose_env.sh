@@ -10,10 +10,14 @@
 # builds the CPU ops only), the DensePose project (`--no-deps`: its setup.py names detectron2 by a
 # git URL and asks for opencv-python-headless, while this package already brings OpenCV), then this
 # package with its dev tools. setuptools stays below 81 because detectron2's model_zoo imports
-# pkg_resources.
+# pkg_resources. Measured: 8.5 minutes on a loaded 2-core CPU box (torch from a local mirror).
 #
-# Environment: TORCH (default 2.14.1), TORCHVISION (default 0.29.1), PYTHON (default python3).
-# Afterwards:  VENV/bin/python -m pytest -q tests/test_densepose_backends.py tests/test_densepose_real.py
+# Environment: TORCH (default 2.14.1), TORCHVISION (default 0.29.1), PYTHON (default python3),
+# DETECTRON2_COMMIT (recorded in provenance; default `git -C DETECTRON2_SRC rev-parse HEAD`).
+# VENV may be an existing environment (e.g. a conda env: scripts/densepose_env.sh SRC "$CONDA_PREFIX").
+# For CUDA ops on a GPU machine: nvcc matching torch's CUDA on PATH (environment.yml); FORCE_CUDA=1
+# builds them where no GPU is visible, TORCH_CUDA_ARCH_LIST picks the architectures.
+# Afterwards:  PYTHONPATH=. VENV/bin/python -m pytest -q tests/test_densepose_real.py -p no:cacheprovider
 set -euo pipefail
 
 if [ $# -ne 2 ]; then
@@ -51,10 +55,14 @@ step "detectron2 from $SRC (compiles its C++ ops; several minutes)"
 
 step "DensePose project"
 "${PIP[@]}" --no-build-isolation --no-deps -e "$SRC/projects/DensePose"
-"${PIP[@]}" "av>=8.0.3" "scipy>=1.5.4"
 
-step "this package ($REPO) with its dev tools"
-"${PIP[@]}" -e "$REPO[dev]" "torch==$TORCH" "torchvision==$TORCHVISION"
+step "this package ($REPO) with its dev tools and the densepose extra (setuptools<81, av, scipy)"
+"${PIP[@]}" -e "$REPO[dev,densepose]" "torch==$TORCH" "torchvision==$TORCHVISION"
+
+# provenance: the detectron2 commit, read by priors.backends.detectron2_model.detectron2_commit
+COMMIT=${DETECTRON2_COMMIT:-$(git -C "$SRC" rev-parse HEAD 2>/dev/null || echo unknown)}
+echo "$COMMIT" > "$VENV/detectron2-commit.txt"
+step "detectron2 commit $COMMIT (in $VENV/detectron2-commit.txt)"
 
 step "check"
 "$VENV/bin/python" - <<'PY'

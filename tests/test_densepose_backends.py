@@ -1,11 +1,9 @@
 """DensePose backends: apply_net dump reading (always) and the detectron2 model (where it imports)."""
 from __future__ import annotations
 
-import os
 import sys
 import types
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -228,29 +226,7 @@ def test_densepose_estimator_names_what_to_install(tmp_path):
         dense_estimator("densepose", config=str(config), weights=str(weights))
 
 
-def test_densepose_estimator_real_model():
-    """Runs only where detectron2 + DensePose import and the user points at a config and weights."""
-    pytest.importorskip("detectron2")
-    pytest.importorskip("densepose")
-    config, weights = os.environ.get("DENSEPOSE_CONFIG"), os.environ.get("DENSEPOSE_WEIGHTS")
-    if not (config and weights and Path(config).is_file() and Path(weights).is_file()):
-        pytest.skip("set DENSEPOSE_CONFIG and DENSEPOSE_WEIGHTS to a chart-based DensePose model")
-    est = dense_estimator("densepose", config=config, weights=weights, device=os.environ.get("DENSEPOSE_DEVICE", "cpu"))
-    data = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mini_market1501"
-    files = sorted(data.rglob("*.jpg"))[:3] if data.is_dir() else []
-    if files:
-        import cv2
-
-        images = np.stack([cv2.resize(np.ascontiguousarray(cv2.imread(str(f))[:, :, ::-1]), (64, 128)) for f in files])
-    else:
-        images = np.random.default_rng(0).integers(0, 256, (3, 128, 64, 3), dtype=np.uint8)
-    res = est.estimate(images, rows_frame([f"x{k}.jpg" for k in range(len(images))], orig=(128, 64)))
-    assert res.i.shape == images.shape[:3] and res.i.max() <= 24
-    assert set(res.status) <= {"ok", "no_person", "low_crop_iou", "no_parts"}
-    assert len(est.weights_sha256) == 64
-    for k, st in enumerate(res.status):
-        assert (res.i[k].any()) == (st == "ok")
-        assert 0 <= res.u[k].min() and res.u[k].max() <= 1
+# the real model (detectron2 + DensePose installed): tests/test_densepose_real.py
 
 
 # --- the detectron2 glue, against stand-in detectron2 / densepose modules -----------------------

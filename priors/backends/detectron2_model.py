@@ -157,6 +157,32 @@ def build_detectron2_model(
     return model, cfg
 
 
+def save_random_init_weights(config: str, path: str | os.PathLike, densepose: bool = False, seed: int = 0) -> str:
+    """Save the ``state_dict`` of a randomly initialised model of ``config`` as a ``.pth``.
+
+    Where no trained weights exist, this runs the real architecture and code path
+    (outputs are meaningless). ``densepose=True`` adds DensePose's config keys
+    first. Returns the path.
+    """
+    import torch
+
+    optional_import("detectron2", DETECTRON2_INSTALL_HINT)
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
+
+    cfg = get_cfg()
+    if densepose:
+        from densepose import add_densepose_config
+
+        add_densepose_config(cfg)
+    cfg.merge_from_file(str(config))
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.WEIGHTS = ""
+    torch.manual_seed(seed)
+    torch.save(build_model(cfg).state_dict(), str(path))
+    return str(path)
+
+
 def detectron2_commit() -> str:
     """The detectron2 source commit (see module docstring), or ``"unknown"``."""
     if os.environ.get("DETECTRON2_COMMIT"):
@@ -198,6 +224,7 @@ __all__ = [
     "check_model_files",
     "load_weights_safely",
     "build_detectron2_model",
+    "save_random_init_weights",
     "detectron2_commit",
     "detectron2_provenance",
 ]
