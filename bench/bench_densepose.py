@@ -52,7 +52,7 @@ def load_crops(data: Path, n: int) -> np.ndarray:
     return np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
 
 
-def apply_net_scheme(config: str, weights: str, device: str, score_threshold: float):
+def apply_net_scheme(config: str, weights: str, device: str, score_threshold: float, detections: int):
     """detectron2's DefaultPredictor per crop (apply_net.py), then the backend's bookkeeping."""
     import torch
     from densepose import add_densepose_config
@@ -67,6 +67,7 @@ def apply_net_scheme(config: str, weights: str, device: str, score_threshold: fl
     cfg.merge_from_file(config)
     cfg.MODEL.WEIGHTS, cfg.MODEL.DEVICE = weights, device
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = score_threshold
+    cfg.TEST.DETECTIONS_PER_IMAGE = detections
     cfg.freeze()
     predictor = DefaultPredictor(cfg)
 
@@ -109,8 +110,11 @@ def main(argv=None) -> None:
     parser.add_argument("--config", help="DensePose config (default: densepose_rcnn_R_50_FPN_s1x.yaml of the installed DensePose)")
     parser.add_argument("--weights", help="weights .pth (default: a random-initialised model of the config)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    parser.add_argument("--score-threshold", type=float, default=0.05,
-                        help="ROI score threshold (default 0.05: random weights score about 0.5)")
+    parser.add_argument("--score-threshold", type=float, default=0.5,
+                        help="ROI score threshold (default 0.5; the random model scores 0.5-0.9)")
+    parser.add_argument("--detections-per-crop", type=int, default=5,
+                        help="TEST.DETECTIONS_PER_IMAGE per crop, in every scheme (default 5: a re-ID crop holds "
+                             "one or two people; DensePose's head runs on every kept detection)")
     parser.add_argument("--batch-size", type=int, default=8, help="crops per call for b/c_test_size (default 8)")
     parser.add_argument("--crop-min-size", type=int, default=200,
                         help="test size (short side) chosen for crops in c_* (default 200: 128x64 -> 400x200)")
@@ -133,10 +137,11 @@ def main(argv=None) -> None:
           f"threads {torch.get_num_threads()}, device {args.device}, {len(images)} crops {images.shape[1]}x{images.shape[2]}, "
           f"{'random-initialised' if not args.weights else os.path.basename(weights)} {os.path.basename(config)}")
 
-    common = dict(config=config, weights=weights, device=args.device, score_threshold=args.score_threshold)
+    common = dict(config=config, weights=weights, device=args.device, score_threshold=args.score_threshold,
+                  detections_per_crop=args.detections_per_crop)
     schemes = {}
     if not args.skip_a:
-        schemes["a_apply_net"] = apply_net_scheme(config, weights, args.device, args.score_threshold)
+        schemes["a_apply_net"] = apply_net_scheme(config, weights, args.device, args.score_threshold, args.detections_per_crop)
     for name, opts in [("b_batched", {}), ("c_test_size", {"min_size": args.crop_min_size})] + [
         (f"c_canvas_{g}", {"min_size": args.crop_min_size, "canvas": g}) for g in args.canvas
     ]:

@@ -161,8 +161,13 @@ def save_random_init_weights(config: str, path: str | os.PathLike, densepose: bo
     """Save the ``state_dict`` of a randomly initialised model of ``config`` as a ``.pth``.
 
     Where no trained weights exist, this runs the real architecture and code path
-    (outputs are meaningless). ``densepose=True`` adds DensePose's config keys
-    first. Returns the path.
+    (outputs are meaningless). detectron2's own initialisation with a frozen-BN
+    ResNet lets activations grow through the 16 residual blocks until scores
+    saturate at 0/1 and boxes go non-finite (a random R-CNN then detects almost
+    nothing); as in "zero-init residual" training recipes (Goyal et al. 2017),
+    the last norm of each residual branch starts at scale 0, so the untrained
+    network gives finite boxes and graded scores. ``densepose=True`` adds
+    DensePose's config keys first. Returns the path.
     """
     import torch
 
@@ -178,8 +183,15 @@ def save_random_init_weights(config: str, path: str | os.PathLike, densepose: bo
     cfg.merge_from_file(str(config))
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.WEIGHTS = ""
+    from detectron2.modeling.backbone.resnet import BottleneckBlock
+
     torch.manual_seed(seed)
-    torch.save(build_model(cfg).state_dict(), str(path))
+    model = build_model(cfg)
+    with torch.no_grad():
+        for block in model.modules():
+            if isinstance(block, BottleneckBlock):
+                block.conv3.norm.weight.zero_()
+    torch.save(model.state_dict(), str(path))
     return str(path)
 
 
