@@ -82,7 +82,8 @@ def test_densepose_estimator_real_model(dp_weights):
     images = read_rgb(crop_files(2))
     res = est.estimate(images, rows_for(["a.jpg", "b.jpg"]))
     assert res.i.shape == images.shape[:3] and res.i.max() <= 24
-    assert set(res.status) <= {"ok", "no_person", "low_crop_iou", "no_parts"} and "ok" in res.status
+    # random weights: a detection is found and converted, though its chart may hold no part ("no_parts")
+    assert set(res.status) <= {"ok", "no_person", "low_crop_iou", "no_parts"} and set(res.status) != {"no_person"}
     for k, st in enumerate(res.status):
         assert res.i[k].any() == (st == "ok")
         assert 0 <= res.u[k].min() and res.u[k].max() <= 1 and not res.u[k][res.i[k] == 0].any()
@@ -221,7 +222,12 @@ def test_pkl_weights_need_trust_and_load_the_same_model(dp_weights, tmp_path):
 
 
 def test_apply_net_dump_equals_live_backend(dp_weights, tmp_path):
-    """detectron2's own apply_net.py dump, read by densepose-dump, against the live backend."""
+    """detectron2's own apply_net.py dump, read by densepose-dump, against the live backend.
+
+    Same statuses and part labels; U/V agree to 1e-4, not bit for bit: apply_net runs one crop
+    per forward pass, the backend a batch of 3, and batched convolutions sum in another order
+    (seen: 3 of 24576 U values off by ~1e-5, below the store's uint16 step of 1/65536).
+    """
     files = crop_files(3)
     folder = tmp_path / "crops"
     folder.mkdir()
@@ -241,8 +247,8 @@ def test_apply_net_dump_equals_live_backend(dp_weights, tmp_path):
     res = live.estimate(images, rows)
     assert from_dump.status == res.status and "ok" in res.status
     assert np.array_equal(from_dump.i, res.i)
-    np.testing.assert_array_equal(from_dump.u, res.u)
-    np.testing.assert_array_equal(from_dump.v, res.v)
+    np.testing.assert_allclose(from_dump.u, res.u, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(from_dump.v, res.v, atol=1e-4, rtol=0)
 
 
 @pytest.fixture(scope="module")
@@ -251,6 +257,9 @@ def mask_rcnn(tmp_path_factory):
 
     config = model_zoo.get_config_file("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml")
     weights = save_random_init_weights(config, tmp_path_factory.mktemp("mrcnn") / "random_mask_rcnn.pth")
+    state = torch.load(weights, weights_only=True)
+    state["roi_heads.box_predictor.cls_score.bias"][0] += 6.0  # random 81-way scores: make "person" the top class
+    torch.save(state, weights)
     return config, weights
 
 
