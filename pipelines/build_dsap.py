@@ -135,8 +135,8 @@ def build_dsap_flow(
     if estimator not in DENSE_BACKENDS:
         raise ValueError(f"unknown estimator {estimator!r}; choose one of {sorted(DENSE_BACKENDS)}")
     s = open_store(store, mode="r+")
-    params = dict(weights=weights, config=config, dump=dump, trust_dump=trust_dump, trust_weights=trust_weights, root=root,
-                  device=device, batch_size=batch_size)
+    params = dict(weights=weights, config=config, dump=dump, trust_dump=trust_dump, trust_weights=trust_weights,
+                  root=root, device=device, batch_size=batch_size)
     opts = json.dumps(estimator_options(estimator, params, s), sort_keys=True)
     est = _dense(estimator, opts)
     est_group = f"estimates/{estimator}"

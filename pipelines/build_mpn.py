@@ -211,6 +211,6 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 def flow_params(args: argparse.Namespace) -> dict[str, Any]:
     keys = ("store", "parsing", "segmentation", "input_size", "stride", "K", "head_min_frac", "leg_min_frac",
-            "threshold", "iuv_group", "onnx_model", "label_map", "maskrcnn_config", "maskrcnn_weights", "trust_weights", "root", "device",
-            "units_per_task", "overwrite", "dask_address", "dask_workers")
+            "threshold", "iuv_group", "onnx_model", "label_map", "maskrcnn_config", "maskrcnn_weights", "root", "device",
+            "trust_weights", "units_per_task", "overwrite", "dask_address", "dask_workers")
     return {k: getattr(args, k) for k in keys} | {"progress": not args.no_progress}
