@@ -47,7 +47,8 @@ QUALITY_DEFAULTS = {"visible_landmarks": -1, "view": "", "limbs_unseen": ""}
 def estimator_options(name: str, params: dict[str, Any], store) -> dict[str, Any]:
     """Keyword options of each dense backend, from the flow parameters."""
     if name == "densepose":
-        return {k: params[k] for k in ("config", "weights", "device", "batch_size") if params.get(k) is not None}
+        keys = ("config", "weights", "device", "batch_size", "trust_weights")
+        return {k: params[k] for k in keys if params.get(k) is not None}
     if name == "densepose-dump":
         return {"dump": params["dump"], "trust_dump": bool(params.get("trust_dump"))}
     if name == "oracle":
@@ -167,6 +168,7 @@ def build_dsap_flow(
     config: str | None = None,
     dump: str | None = None,
     trust_dump: bool = False,
+    trust_weights: bool = False,
     root: str | None = None,
     dsap_size: int = 32,
     fill: str = "image_mean",
@@ -185,8 +187,8 @@ def build_dsap_flow(
     if estimator not in DENSE_BACKENDS:
         raise ValueError(f"unknown estimator {estimator!r}; choose one of {sorted(DENSE_BACKENDS)}")
     s = open_store(store, mode="r+")
-    params = dict(weights=weights, config=config, dump=dump, trust_dump=trust_dump, root=root,
-                  device=device, batch_size=batch_size)
+    params = dict(weights=weights, config=config, dump=dump, trust_dump=trust_dump, trust_weights=trust_weights,
+                  root=root, device=device, batch_size=batch_size)
     opts = json.dumps(estimator_options(estimator, params, s), sort_keys=True)
     est = _dense(estimator, opts)
     est_group = f"estimates/{estimator}"
@@ -222,6 +224,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dump", type=existing_file, help="densepose-dump: file written by DensePose's `apply_net.py dump`")
     p.add_argument("--trust-dump", action="store_true",
                    help="densepose-dump: allow unpickling the dump (it runs code from the file: only for dumps you made)")
+    p.add_argument("--trust-weights", action="store_true",
+                   help="densepose: allow unpickling .pkl weights (it runs code from the file: only for weights you "
+                        "made or trust); .pth state dicts load without it")
     p.add_argument("--root", help="oracle: synthetic dataset folder (default: the folder the store was ingested from)")
     p.add_argument("--dsap-size", type=bounded_int(1, MAX_DSAP_SIDE), default=32, metavar="S",
                    help="side S of each DSAP-image (paper: 32)")
@@ -235,7 +240,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 def flow_params(args: argparse.Namespace) -> dict[str, Any]:
     """Flow parameters of a parsed command line (the same names, docs/cli.md)."""
     return dict(store=args.store, estimator=args.estimator, weights=args.weights, config=args.config, dump=args.dump,
-                trust_dump=args.trust_dump, root=args.root, dsap_size=args.dsap_size, fill=args.fill,
+                trust_dump=args.trust_dump, trust_weights=args.trust_weights, root=args.root, dsap_size=args.dsap_size, fill=args.fill,
                 device=args.device, batch_size=args.batch_size, workers=args.workers,
                 units_per_task=args.units_per_task, overwrite=args.overwrite, progress=not args.quiet,
                 dask_address=args.dask_address, dask_workers=args.dask_workers)

@@ -72,7 +72,8 @@ def source_options(kind: str, name: str, params: dict[str, Any], store) -> dict[
             raise ValueError("--parsing onnx needs --onnx-model (and --label-map unless it is a LIP model)")
         return {"model": params["onnx_model"], "label_map": params.get("label_map") or "lip", "device": params["device"]}
     if name == "maskrcnn":
-        return {"config": params["maskrcnn_config"], "weights": params["maskrcnn_weights"], "device": params["device"]}
+        return {"config": params["maskrcnn_config"], "weights": params["maskrcnn_weights"], "device": params["device"],
+                "trust_weights": bool(params.get("trust_weights"))}
     return {}
 
 
@@ -175,6 +176,7 @@ def build_mpn_flow(
     label_map: str | None = None,
     maskrcnn_config: str | None = None,
     maskrcnn_weights: str | None = None,
+    trust_weights: bool = False,
     root: str | None = None,
     device: str = "cpu",
     workers: int = 0,
@@ -196,7 +198,7 @@ def build_mpn_flow(
         if iuv_group is None or not s.has_group(iuv_group):
             raise ValueError("the densepose sources read an IUV group: run build-dsap first (or pass --iuv-group)")
     params = dict(iuv_group=iuv_group, onnx_model=onnx_model, label_map=label_map, maskrcnn_config=maskrcnn_config,
-                  maskrcnn_weights=maskrcnn_weights, root=root, device=device)
+                  maskrcnn_weights=maskrcnn_weights, trust_weights=trust_weights, root=root, device=device)
     par_key = (parsing, json.dumps(source_options("parsing", parsing, params, s), sort_keys=True))
     seg_key = (segmentation, json.dumps(source_options("segmentation", segmentation, params, s), sort_keys=True))
     par, seg = _parsing(*par_key), _segmentation(*seg_key)
@@ -246,6 +248,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-map", help="onnx: preset (lip, atr, cihp) or JSON/YAML file naming head/leg/foreground classes")
     p.add_argument("--maskrcnn-config", type=existing_file, help="maskrcnn: detectron2 config YAML")
     p.add_argument("--maskrcnn-weights", type=existing_file, help="maskrcnn: weights file; never downloaded")
+    p.add_argument("--trust-weights", action="store_true",
+                   help="maskrcnn: allow unpickling .pkl weights (it runs code from the file: only for weights you "
+                        "made or trust); .pth state dicts load without it")
     p.add_argument("--root", help="oracle: synthetic dataset folder (default: the folder the store was ingested from)")
     p.add_argument("--device", default="cpu", help="torch/onnxruntime device for model backends")
 
@@ -254,5 +259,5 @@ def flow_params(args: argparse.Namespace) -> dict[str, Any]:
     """Flow parameters of a parsed command line (the same names, docs/cli.md)."""
     keys = ("store", "parsing", "segmentation", "input_size", "stride", "parts", "head_min_frac", "leg_min_frac",
             "threshold", "iuv_group", "onnx_model", "label_map", "maskrcnn_config", "maskrcnn_weights", "root", "device",
-            "workers", "units_per_task", "overwrite", "dask_address", "dask_workers")
+            "workers", "trust_weights", "units_per_task", "overwrite", "dask_address", "dask_workers")
     return {k: getattr(args, k) for k in keys} | {"progress": not args.quiet}

@@ -1,11 +1,9 @@
 """DensePose backends: apply_net dump reading (always) and the detectron2 model (where it imports)."""
 from __future__ import annotations
 
-import os
 import sys
 import types
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -214,40 +212,21 @@ def test_model_input_size_matches_resize_shortest_edge():
     assert model_input_size(480, 640, 800, 1333) == (800, 1067)
 
 
-def test_densepose_estimator_names_what_to_install():
+def test_densepose_estimator_names_what_to_install(tmp_path):
+    config, weights = tmp_path / "c.yaml", tmp_path / "w.pth"
+    config.write_text("MODEL: {}\n")
+    weights.write_bytes(b"weights")
     try:
         import detectron2  # noqa: F401
     except ImportError:
         pass
     else:  # pragma: no cover
         pytest.skip("detectron2 is installed")
-    with pytest.raises(ImportError, match="detectron2.*pip install"):
-        dense_estimator("densepose", config="c.yaml", weights="w.pkl")
+    with pytest.raises(ImportError, match="detectron2.*scripts/densepose_env.sh"):
+        dense_estimator("densepose", config=str(config), weights=str(weights))
 
 
-def test_densepose_estimator_real_model():
-    """Runs only where detectron2 + DensePose import and the user points at a config and weights."""
-    pytest.importorskip("detectron2")
-    pytest.importorskip("densepose")
-    config, weights = os.environ.get("DENSEPOSE_CONFIG"), os.environ.get("DENSEPOSE_WEIGHTS")
-    if not (config and weights and Path(config).is_file() and Path(weights).is_file()):
-        pytest.skip("set DENSEPOSE_CONFIG and DENSEPOSE_WEIGHTS to a chart-based DensePose model")
-    est = dense_estimator("densepose", config=config, weights=weights, device=os.environ.get("DENSEPOSE_DEVICE", "cpu"))
-    data = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mini_market1501"
-    files = sorted(data.rglob("*.jpg"))[:3] if data.is_dir() else []
-    if files:
-        import cv2
-
-        images = np.stack([cv2.resize(np.ascontiguousarray(cv2.imread(str(f))[:, :, ::-1]), (64, 128)) for f in files])
-    else:
-        images = np.random.default_rng(0).integers(0, 256, (3, 128, 64, 3), dtype=np.uint8)
-    res = est.estimate(images, rows_frame([f"x{k}.jpg" for k in range(len(images))], orig=(128, 64)))
-    assert res.i.shape == images.shape[:3] and res.i.max() <= 24
-    assert set(res.status) <= {"ok", "no_person", "low_crop_iou", "no_parts"}
-    assert len(est.weights_sha256) == 64
-    for k, st in enumerate(res.status):
-        assert (res.i[k].any()) == (st == "ok")
-        assert 0 <= res.u[k].min() and res.u[k].max() <= 1
+# the real model (detectron2 + DensePose installed): tests/test_densepose_real.py
 
 
 # --- the detectron2 glue, against stand-in detectron2 / densepose modules -----------------------
@@ -259,6 +238,19 @@ class _Cfg(types.SimpleNamespace):
 
     def freeze(self):
         self.frozen = True
+
+    def dump(self):
+        return "merged config"
+
+
+class _Checkpointer:  # stands in for detectron2's DetectionCheckpointer (the backend subclasses it)
+    loaded: list = []
+
+    def __init__(self, model):
+        self.model = model
+
+    def load(self, path):
+        _Checkpointer.loaded.append(path)
 
 
 class _Boxes:
@@ -294,6 +286,9 @@ class _Instances:
     def get(self, name):
         return self._fields[name]
 
+    def to(self, device):
+        return self
+
 
 class _Model:
     def __init__(self):
@@ -321,13 +316,17 @@ def _convert(predictor_output, boxes):
 @pytest.fixture
 def fake_detectron2(monkeypatch):
     model = _Model()
-    cfg = _Cfg(MODEL=types.SimpleNamespace(WEIGHTS="", DEVICE="", ROI_HEADS=types.SimpleNamespace(SCORE_THRESH_TEST=0.5)),
+    cfg = _Cfg(MODEL=types.SimpleNamespace(WEIGHTS="", DEVICE="", ROI_HEADS=types.SimpleNamespace(SCORE_THRESH_TEST=0.5),
+                                           RPN=types.SimpleNamespace(PRE_NMS_TOPK_TEST=1000, POST_NMS_TOPK_TEST=1000),
+                                           PIXEL_MEAN=[103.53, 116.28, 123.675]),
+               TEST=types.SimpleNamespace(DETECTIONS_PER_IMAGE=100),
                INPUT=types.SimpleNamespace(MIN_SIZE_TEST=800, MAX_SIZE_TEST=1333, FORMAT="BGR"))  # fmt: skip
     mods = {
         "detectron2": {"__version__": "0.6-fake"},
         "detectron2.config": {"get_cfg": lambda: cfg},
         "detectron2.modeling": {"build_model": lambda c: model},
-        "detectron2.checkpoint": {"DetectionCheckpointer": lambda m: types.SimpleNamespace(load=lambda p: None)},
+        "detectron2.checkpoint": {"DetectionCheckpointer": _Checkpointer},
+        "detectron2.structures": {"Boxes": _Boxes},
         "densepose": {"add_densepose_config": lambda c: None},
         "densepose.converters": {"ToChartResultConverter": types.SimpleNamespace(convert=_convert)},
         "densepose.structures": {"DensePoseChartPredictorOutput": _ChartOutput},
@@ -344,7 +343,12 @@ def test_densepose_estimator_glue_with_stand_in_detectron2(fake_detectron2, tmp_
     config, weights = tmp_path / "dp.yaml", tmp_path / "model_final.pkl"
     config.write_text("MODEL: {}\n")
     weights.write_bytes(b"weights")
-    est = dense_estimator("densepose", config=str(config), weights=str(weights), batch_size=2, score_threshold=0.7)
+    with pytest.raises(PermissionError, match="--trust-weights"):
+        dense_estimator("densepose", config=str(config), weights=str(weights))
+    assert _Checkpointer.loaded[-1:] != [str(weights)]  # refused before anything was read
+    est = dense_estimator("densepose", config=str(config), weights=str(weights), batch_size=2, score_threshold=0.7,
+                          trust_weights=True)
+    assert _Checkpointer.loaded[-1] == str(weights)
     assert est.weights_sha256 == file_sha256(weights) and est.version == "detectron2-0.6-fake"
     assert cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST == 0.7 and cfg.frozen and cfg.MODEL.WEIGHTS == str(weights)
     images = np.zeros((3, 256, 128, 3), np.uint8)

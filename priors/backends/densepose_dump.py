@@ -1,8 +1,10 @@
 """DensePose results made elsewhere: reading ``apply_net.py dump`` files (DSA-reID Sec. 3.1).
 
 Where detectron2 runs on another machine, ``python apply_net.py dump <config>
-<weights> <image dir> --output results.pkl`` writes, with ``torch.save``, a list
-with one dict per image:
+<weights> <images> --output results.pkl`` writes, with ``torch.save``, a list
+with one dict per image (``<images>`` is a file, a folder — not searched
+recursively — or a quoted glob such as ``"Market-1501/*/*.jpg"`` for a dataset
+with split subfolders; ``--opts KEY VALUE ...`` overrides config keys):
 
 * ``file_name`` — the image path as given to ``apply_net``;
 * ``scores`` — ``(K,)`` detection scores;

@@ -8,6 +8,10 @@ best covers the crop: the same criterion as the DensePose backend,
 :func:`priors.densepose_charts.select_instance` (largest IoU with the whole
 crop, ties to the higher score).
 
+The default predictor is detectron2's ``DefaultPredictor`` step by step (BGR,
+``ResizeShortestEdge(MIN_SIZE_TEST, MAX_SIZE_TEST)`` with PIL bilinear, boxes and
+masks back at the crop size), with the weights read through the trust gate of
+:mod:`priors.backends.detectron2_model` (a ``.pkl`` needs ``trust_weights``).
 detectron2 is imported only when the backend is built without an injected
 ``predictor`` (tests inject a fake one returning detectron2-like instances).
 """
@@ -19,12 +23,18 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from priors.backends.detectron2_model import (
+    build_detectron2_model,
+    check_model_files,
+    detectron2_provenance,
+    model_input_size,
+    resize_bgr,
+)
 from priors.backends.onnx_parsing import file_sha256
 from priors.densepose_charts import LOW_CROP_IOU, NO_PERSON, select_instance, to_numpy
-from priors.estimators import OK, MaskResult, optional_import
+from priors.estimators import OK, MaskResult
 
 COCO_PERSON = 0
-INSTALL_HINT = "pip install 'git+https://github.com/facebookresearch/detectron2.git' (see environment.yml)"
 
 
 def _np(x: Any) -> np.ndarray:
@@ -40,6 +50,7 @@ class MaskRCNNSegmentation:
     (a local ``.pkl``/``.pth``). Status ``"no_person"`` when no person scores
     ``>= score_threshold``, ``"low_crop_iou"`` when the best person box has a
     crop IoU below ``min_crop_iou`` (default 0: any person is taken).
+    ``trust_weights`` allows unpickling ``.pkl`` weights (they can run code).
     """
 
     name = "maskrcnn"
@@ -54,6 +65,7 @@ class MaskRCNNSegmentation:
         person_class: int = COCO_PERSON,
         min_crop_iou: float = 0.0,
         predictor: Callable[[np.ndarray], dict] | None = None,
+        trust_weights: bool = False,
     ) -> None:
         self.score_threshold = float(score_threshold)
         self.person_class = int(person_class)
@@ -61,11 +73,14 @@ class MaskRCNNSegmentation:
         if weights is not None and not Path(weights).is_file():
             raise ValueError(f"Mask R-CNN weights must be a local file (no downloads): {weights}")
         self.weights_sha256 = file_sha256(weights) if weights is not None else None
+        self._cfg = None
         if predictor is None:
             if config is None or weights is None:
                 raise ValueError("MaskRCNNSegmentation needs config (yaml) and weights (local file)")
-            predictor = self._detectron2_predictor(config, weights, device)
+            check_model_files(config, weights, trust_weights)
+            predictor = self._detectron2_predictor(config, weights, device, trust_weights)
         self.predictor = predictor
+        provenance = detectron2_provenance(config, weights, self._cfg) if self._cfg is not None else {}
         self.params = {
             "config": Path(config).name if config else None,
             "weights": Path(weights).name if weights else None,
@@ -73,20 +88,27 @@ class MaskRCNNSegmentation:
             "score_threshold": self.score_threshold,
             "person_class": self.person_class,
             "min_crop_iou": self.min_crop_iou,
+            **provenance,
         }
 
-    def _detectron2_predictor(self, config: str, weights: str, device: str):
-        optional_import("detectron2", INSTALL_HINT)
-        from detectron2.config import get_cfg
-        from detectron2.engine import DefaultPredictor
+    def _detectron2_predictor(self, config: str, weights: str, device: str, trust_weights: bool):
+        import torch
 
-        cfg = get_cfg()
-        cfg.merge_from_file(str(config))
-        cfg.MODEL.WEIGHTS = str(weights)
-        cfg.MODEL.DEVICE = device
-        cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = min(cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST, self.score_threshold)
-        cfg.freeze()
-        return DefaultPredictor(cfg)
+        def overrides(cfg) -> None:
+            cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = min(cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST, self.score_threshold)
+
+        model, cfg = build_detectron2_model(config, weights, device, trust_weights, overrides=overrides)
+        self._cfg = cfg
+
+        def predict(bgr: np.ndarray) -> dict:  # DefaultPredictor.__call__
+            H, W = bgr.shape[:2]
+            x = resize_bgr(bgr[None, :, :, ::-1], model_input_size(H, W, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST))[0]
+            x = x[:, :, ::-1] if cfg.INPUT.FORMAT == "RGB" else x
+            image = torch.as_tensor(np.ascontiguousarray(x.transpose(2, 0, 1)), dtype=torch.float32)
+            with torch.no_grad():
+                return model([{"image": image, "height": H, "width": W}])[0]
+
+        return predict
 
     def segment(self, images: np.ndarray, rows: pd.DataFrame) -> MaskResult:
         images = np.asarray(images)
