@@ -162,17 +162,18 @@ def fit_command(args, name: str, seed: int, store: Path, run_dir: Path, epochs: 
     return cmd
 
 
-def evaluate_with(run_dir: Path, **overrides) -> dict:
+def evaluate_with(run_dir: Path, device: str = "cpu", **overrides) -> dict:
     """Re-evaluate a finished run with other config fields (e.g. DSA's ``eval_feature="fused"``)."""
     import torch
 
     from reid_train.engine import extract_features, score_features, store_eval_loader
     from reid_train.evaluate import load_run
 
-    method = load_run(run_dir, "cpu", **overrides)
-    loader = store_eval_loader(method.cfg, method.requires, torch.device("cpu"))
-    q = extract_features(method, loader("query"), method.cfg, torch.device("cpu"))
-    g = extract_features(method, loader("gallery"), method.cfg, torch.device("cpu"))
+    method = load_run(run_dir, device, **overrides)
+    dev = torch.device(device)
+    loader = store_eval_loader(method.cfg, method.requires, dev)
+    q = extract_features(method, loader("query"), method.cfg, dev)
+    g = extract_features(method, loader("gallery"), method.cfg, dev)
     return score_features(method, q, g)
 
 
