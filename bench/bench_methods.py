@@ -154,7 +154,7 @@ def fit_command(args, name: str, seed: int, store: Path, run_dir: Path, epochs: 
            "--pk", str(P), str(K), "--max-steps", str(args.steps), "--seed", str(seed), "--device", "cpu",
            "--workers", str(args.workers), "-q", "--set", "last_stride=1",
            "--set", f"threads={args.threads}", "--set", "log_every=10",
-           *schedule_flags(method, epochs, args.schedule)]
+           "--set", "epoch_multiplier=1", *schedule_flags(method, epochs, args.schedule)]
     if method == "dsa":
         cmd += ["--set", f"dsag_widths=[{args.dsag_widths}]"]
     for item in extra:

@@ -209,7 +209,8 @@ def fit_command(args, name: str, seed: int, store: Path, run_dir: Path, steps: i
            "--set", "optimizer=adam", "--set", "weight_decay=5e-4",
            "--set", f"warmup_epochs={0.1 * steps / spe:.4g}", "--set", "warmup_factor=0.1",
            "--set", f"milestones=[{max(1, round(0.7 * steps / spe))}]", "--set", "gamma=0.1",
-           "--set", f"eval_every={args.eval_every if method == 'baseline' else 0}"]
+           "--set", f"eval_every={args.eval_every if method == 'baseline' else 0}",
+           "--set", "epoch_multiplier=1"]  # one pass per epoch for every variant (MPN's paper epoch is 5)
     if args.amp != "none":
         cmd += ["--amp", args.amp]
     if method == "dsa":
@@ -422,6 +423,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "runs" / "bench_priors_value"),
                     help="folder for world, store and runs (default runs/bench_priors_value)")
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"subset of {list(VARIANTS)} (default: all)")
+    ap.add_argument("--store", help="train on this existing store (with priors/dsap and priors/mpn for --size) "
+                                    "instead of building the protocol's world")
     ap.add_argument("--priors", choices=("oracle", "pose"), default="oracle",
                     help="prior source: ground truth (default) or the pose-chart estimator")
     ap.add_argument("--world-ids", type=int, help="identities, half train / half test (preset)")
@@ -457,7 +460,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     print(f"[1/3] world: {args.world_ids} ids x {args.images_per_id} images, {args.size[0]}x{args.size[1]}, "
           f"{args.priors} priors, DSAP S = {args.dsap_size}", flush=True)
-    store = build_store(args, out)
+    store = Path(args.store) if args.store else build_store(args, out)
     P, K = args.pk
     spe = steps_per_epoch(store, P, K)
     print(f"[2/3] {len(variants)} variants x {len(seeds)} seeds, {args.steps} iterations "
