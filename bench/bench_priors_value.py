@@ -132,13 +132,13 @@ def misaligned_box_error(rng: np.random.Generator):
     )
 
 
-def render_world(out: Path, ids: int, images_per_id: int, seed: int, size: tuple[int, int]) -> None:
+def render_world(out: Path, ids: int, images_per_id: int, seed: int, size: tuple[int, int], workers: int = 1) -> None:
     """``priors.synthetic.write_dataset`` with the protocol's box errors and occlusion rate.
 
     The world's planner draws boxes and occluders through the public samplers
     ``sample_box_error`` / ``sample_occlusion`` of ``priors.synthetic.dataset``;
-    they are swapped for the protocol's while it plans (one process, so the
-    swap covers every image)."""
+    they are swapped for the protocol's while it plans (planning runs in this
+    process before any render worker starts, so the swap covers every image)."""
     from priors.synthetic import dataset as synth
     from priors.synthetic.render import sample_occlusion
 
@@ -147,7 +147,7 @@ def render_world(out: Path, ids: int, images_per_id: int, seed: int, size: tuple
 
     with mock.patch.object(synth, "sample_box_error", misaligned_box_error), \
             mock.patch.object(synth, "sample_occlusion", occlusion):
-        synth.write_dataset(out, ids, images_per_id, 6, seed, size=size, progress=False, workers=1)
+        synth.write_dataset(out, ids, images_per_id, 6, seed, size=size, progress=False, workers=workers)
     (out / "protocol.json").write_text(json.dumps({"box_error": "bench_priors_value.misaligned_box_error",
                                                     "head_cut_p": HEAD_CUT_P, "feet_cut_p": FEET_CUT_P,
                                                     "occlusion_p": OCCLUSION_P}))
@@ -167,7 +167,7 @@ def build_store(args, out: Path) -> Path:
             return store
     if not (world / "protocol.json").exists():
         t = time.perf_counter()
-        render_world(world, args.world_ids, args.images_per_id, args.world_seed, args.size)
+        render_world(world, args.world_ids, args.images_per_id, args.world_seed, args.size, args.render_workers)
         print(f"  render            {time.perf_counter() - t:6.1f} s")
     py = [sys.executable, "-m", "pipelines"]
     if args.priors == "oracle":
@@ -206,7 +206,7 @@ def fit_command(args, name: str, seed: int, store: Path, run_dir: Path, steps: i
     cmd = [sys.executable, "-m", "reid_train.fit", "--method", method, "--store", str(store),
            "--out", str(run_dir), "--backbone", args.backbone, "--size", f"{args.size[0]}x{args.size[1]}",
            "--pk", str(P), str(K), "--max-steps", str(steps), "--epochs", str(epochs), "--seed", str(seed),
-           "--device", args.device, "--workers", "1", "-q", "--set", "last_stride=1",
+           "--device", args.device, "--workers", str(args.loader_workers), "-q", "--set", "last_stride=1",
            "--set", f"threads={args.threads}", "--set", "log_every=10", "--lr", "3.5e-4",
            "--set", "optimizer=adam", "--set", "weight_decay=5e-4",
            "--set", f"warmup_epochs={0.1 * steps / spe:.4g}", "--set", "warmup_factor=0.1",
@@ -215,6 +215,8 @@ def fit_command(args, name: str, seed: int, store: Path, run_dir: Path, steps: i
            "--set", "epoch_multiplier=1"]  # one pass per epoch for every variant (MPN's paper epoch is 5)
     if args.amp != "none":
         cmd += ["--amp", args.amp]
+    if args.device.startswith("cuda"):
+        cmd += ["--set", "channels_last=true"]
     if method == "dsa":
         cmd += ["--set", f"dsag_widths=[{args.dsag_widths}]"]
     for item in extra:
@@ -406,13 +408,16 @@ def diagnose(args, store: Path, out: Path, seeds: list[int]) -> dict:
 
 PRESETS = {
     "cpu": dict(world_ids=50, images_per_id=10, size="96x32", dsap_size=16, steps=120, eval_every=2,
-                dsag_widths="8,16,16,32", backbone="resnet18", device="cpu", threads=1, seeds="0,1,2,3,4", pk=(6, 4)),
+                dsag_widths="8,16,16,32", backbone="resnet18", device="cpu", threads=1, seeds="0,1,2,3,4", pk=(6, 4),
+                render_workers=1, loader_workers=1),
     "tiny": dict(world_ids=8, images_per_id=4, size="96x32", dsap_size=8, steps=2, eval_every=1,
-                 dsag_widths="4,4,4,8", backbone="resnet18", device="cpu", threads=1, seeds="0", pk=(2, 2)),
-    # bench/gpu_priors_value.sh: the papers' resolutions, a longer budget, one H100/H200-class GPU
-    "gpu": dict(world_ids=300, images_per_id=12, size="384x128", dsap_size=32, steps=1500, eval_every=10,
-                dsag_widths="32,64,64,128", backbone="resnet50", device="cuda", threads=0, seeds="0,1,2,3,4",
-                pk=(16, 4)),
+                 dsag_widths="4,4,4,8", backbone="resnet18", device="cpu", threads=1, seeds="0", pk=(2, 2),
+                 render_workers=1, loader_workers=1),
+    # bench/gpu_priors_value.sh: DSA's 256 x 128 (MPN: 384 x 128), S = 32, Table 1's DSAG widths, ResNet-50,
+    # the papers' P x K = 16 x 4 (DSA, BoT): 2x the CPU budget in iterations, 5x in images, on a 4x larger world
+    "gpu": dict(world_ids=200, images_per_id=12, size="256x128", dsap_size=32, steps=240, eval_every=4,
+                dsag_widths="32,64,64,128", backbone="resnet50", device="cuda", threads=2, seeds="0,1,2,3,4",
+                pk=(16, 4), render_workers=12, loader_workers=2),
 }
 
 
@@ -445,6 +450,11 @@ def main(argv=None) -> int:
     ap.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"), help="mixed precision (default none)")
     ap.add_argument("--threads", type=int, help="torch threads per run (preset; 0 = all)")
     ap.add_argument("--jobs", type=int, default=1, help="runs in parallel (default 1)")
+    ap.add_argument("--time-budget", type=float, default=0,
+                    help="seconds after which no new run starts (0 = none); runs go seed by seed, so the "
+                         "report holds whole seeds first")
+    ap.add_argument("--render-workers", type=int, help="processes rendering the world (preset)")
+    ap.add_argument("--loader-workers", type=int, help="loader threads per run (preset)")
     ap.add_argument("--rerun", action="store_true", help="train again where the same run already finished")
     ap.add_argument("--diagnose", action="store_true", help="diagnostics on the finished runs (see above)")
     args = ap.parse_args(argv)
@@ -471,12 +481,25 @@ def main(argv=None) -> int:
     if args.long_baseline:  # the first one early, so the plateau check exists even if the rest is cut short
         jobs.insert(0, ("baseline_long", seeds[0], 2 * args.steps))
     results: dict[str, dict[int, dict]] = {}
+    t_train = time.perf_counter()
+
+    def job(name: str, seed: int, steps: int) -> dict:
+        if args.time_budget and time.perf_counter() - t_train > args.time_budget:
+            return {}
+        return train_one(args, name, seed, store, out, steps, spe)
+
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:
-        futures = [(seed, pool.submit(train_one, args, name, seed, store, out, steps, spe))
-                   for name, seed, steps in jobs]
+        futures = [(seed, pool.submit(job, name, seed, steps)) for name, seed, steps in jobs]
         for seed, fut in futures:
             for name, row in fut.result().items():
                 results.setdefault(name, {})[seed] = row
+    skipped = [f"{n}_s{s}" for n, s, _ in jobs if s not in results.get(n, {})]
+    if skipped:
+        print(f"  time budget reached: {len(skipped)} runs not started ({', '.join(skipped)})")
+    complete = [s for s in seeds if all(s in results.get(n, {}) for n in variants)]
+    if complete != seeds:
+        print(f"  seeds with every variant: {complete}; the report uses only those")
+        seeds = complete
     from storage import open_store
 
     ix = open_store(store).ok_index
