@@ -64,8 +64,8 @@ variant keeps its paper's losses, loss weights, margins and heads. DSAG-Stream
 widths 8,16,16,32 (1/4 of Table 1) for the CPU. Random flip, pad-10 crop and
 random erasing as each paper.
 
-Budget: ``--steps`` iterations (default 120, 30 epochs of the
-25-train-identity world at 4 batches per epoch). The baseline is evaluated every ``--eval-every`` epochs, so its rank-1
+Budget: ``--steps`` iterations (default 120: 15 epochs of the
+25-train-identity world at 8 P x K batches per epoch). The baseline is evaluated every ``--eval-every`` epochs, so its rank-1
 curve (``curve.png``) shows whether it has stopped climbing at the budget;
 ``--long-baseline`` adds a baseline run (first seed) at twice the budget as a
 check.
