@@ -16,6 +16,8 @@ OUT=${OUT:-runs/gpu_priors_value}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PREFECT_HOME=${PREFECT_HOME:-$OUT/prefect}
 mkdir -p "$OUT"
+"$PY" -c "import torch, zarr, prefect, cv2, pandas" 2>/dev/null \
+  || { echo "this Python lacks the project's dependencies: pip install -e . (torch with CUDA first)"; exit 1; }
 if [ "${TINY:-0}" = 1 ]; then
   ARGS=(--tiny --variants baseline,mpn,dsa --jobs 1)
 else
