@@ -153,12 +153,17 @@ def render_world(out: Path, ids: int, images_per_id: int, seed: int, size: tuple
                                                     "occlusion_p": OCCLUSION_P}))
 
 
+def world_dir(args, out: Path) -> Path:
+    h, w = args.size
+    return out / f"world_{args.world_ids}x{args.images_per_id}_seed{args.world_seed}_{h}x{w}"
+
+
 def build_store(args, out: Path) -> Path:
     """World -> store with DSAP-images and MPN priors (oracle or pose-chart); re-used when built."""
     from storage import open_store
 
     h, w = args.size
-    world = out / f"world_{args.world_ids}x{args.images_per_id}_seed{args.world_seed}_{h}x{w}"
+    world = world_dir(args, out)
     store = out / f"store_{world.name[6:]}_S{args.dsap_size}_{args.priors}"
     if store.exists():
         s = open_store(store)
@@ -323,6 +328,26 @@ def roi_statistics(store: Path, size: tuple[int, int]) -> dict:
             "fallback": float(fb.mean())}
 
 
+def roi_vs_truth(store: Path, world: Path) -> dict:
+    """MPN ROI boundary error against the world's true visible person rows, in feature rows
+    (:func:`priors.synthetic.truth.roi_extent_error`), and the same for the whole-image ROI."""
+    from priors.synthetic import read_image_table
+    from priors.synthetic.truth import roi_extent_error
+    from storage import open_store
+
+    s = open_store(store)
+    stats = s.group("priors/mpn").table("stats").merge(s.ok_index[["image_id", "relpath"]], on="image_id")
+    truth = read_image_table(world)
+    src_h = json.loads((world / "groundtruth" / "meta.json").read_text())["args"]["size"][0]
+    h = int(s.group("priors/mpn").arrays["mask"].shape[1])
+    prior = roi_extent_error(stats, truth, h, src_h)
+    whole = roi_extent_error(stats.assign(upper=0, lower=h - 1), truth, h, src_h)
+    return {"rows": h, "upper_mae": round(prior["upper_mae_rows"], 2), "lower_mae": round(prior["lower_mae_rows"], 2),
+            "whole_image_upper_mae": round(whole["upper_mae_rows"], 2),
+            "whole_image_lower_mae": round(whole["lower_mae_rows"], 2),
+            "cut_fraction": round(prior["cut_fraction"], 3), "fallback": round(prior["fallback_rate"], 3)}
+
+
 def mt_at_agreement(run_dir: Path, device: str) -> dict:
     """Per part k: mean cosine of MT feature f_k and AT feature z_k of the same test image, and of
     f_k with z_k of images of other identities (the chance level), on query + gallery."""
@@ -391,6 +416,9 @@ def dsa_gradients(run_dir: Path, device: str, batches: int = 3) -> dict:
 def diagnose(args, store: Path, out: Path, seeds: list[int]) -> dict:
     diag: dict = {"roi": roi_statistics(store, args.size)}
     print(f"  MPN ROI: {diag['roi']}")
+    if not args.store:
+        diag["roi_vs_truth"] = roi_vs_truth(store, world_dir(args, out))
+        print(f"  MPN ROI vs the true person rows: {diag['roi_vs_truth']}")
     for name in ("mpn",):
         agree = [mt_at_agreement(out / "runs" / f"{name}_s{s}", args.device) for s in seeds
                  if (out / "runs" / f"{name}_s{s}" / "checkpoint.pt").exists()]
