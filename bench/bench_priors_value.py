@@ -74,6 +74,12 @@ Seeds: ``--seeds`` (default 0-4); the same seed gives every variant the same
 P x K batch order and augmentation draws (the loader's sampler and the
 augmentation are seeded by it), so differences are paired per seed.
 
+Found after the first runs (BENCHMARKS.md): at 96 x 32 (and 128 x 64) MPN's coarse prior is no
+better than the whole image, because binarising the area-resized mask at >= 0.5 drops the thin head
+and legs from the 16 x 16-pixel feature cells; at 256 x 128 and 384 x 128 its ROI is 4-8x closer to
+the true body than the whole image. The CPU preset therefore cannot test MPN's prior; the GPU
+preset (256 x 128) can.
+
 Report: rank-1 / mAP mean +- std over seeds, per seed, and the paired
 differences of every twin (mean +- std, wins out of seeds). Diagnostics
 (``--diagnose``, on the finished runs): how often MPN's ROI differs from the
