@@ -14,7 +14,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[pose,onnx,dev]'
+	# compat: the repo root becomes a real sys.path entry, so `storage` is this project's package even
+	# in a Dask worker, whose local directory (first on sys.path) holds dask's own `storage` folder
+	$(PY) -m pip install -q -e '.[pose,onnx,s3,dev]' --config-settings editable_mode=compat
 	touch $@
 
 demo: install

@@ -13,10 +13,19 @@ machine, same run. Both produce float (B,3,H,W) batches in the main process.
   the first epoch of any run, or a split too large for RAM);
 * store, cached: :class:`TrainLoader` with ``cache=True`` after one epoch (decoded chunks kept in RAM:
   every later epoch).
+* store, streaming, no unit checks: as streaming, with the readers' per-unit marker + sha256 check
+  turned off (``open_store(..., check_reads=False)``): the difference to "streaming" is what the check
+  costs; every streaming measurement starts a fresh store object, so its units are checked again.
 
 Measured after ``--warmup`` batches (worker start-up excluded), best of ``--repeats`` interleaved runs.
 
+``--stall-method NAME`` (with ``--device``) measures instead the loader's **stall share** of a training
+step: :class:`TrainLoader` (cached and streaming) feeding real training steps of that method (resnet50 at
+``--size``, bf16 autocast + channels_last on CUDA), the time spent waiting in ``next(batch)`` over the
+whole step time, after ``--warmup`` steps.
+
     python bench/bench_loader.py [--images 2048] [--batches 40] [--workers 2] [--cores 2]
+    python bench/bench_loader.py --stall-method baseline --device cuda --workers 4 --cores 0
 """
 from __future__ import annotations
 
@@ -38,6 +47,7 @@ from PIL import Image  # noqa: E402
 from reid_train.data.augment import AugmentConfig  # noqa: E402
 from reid_train.data.loader import TrainLoader  # noqa: E402
 from reid_train.data.sampler import PKSampler  # noqa: E402
+from storage import open_store  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -158,6 +168,48 @@ def measure(make, n: int, warmup: int) -> tuple[float, float]:
     return count / wall, (cpu_seconds() - c0) * 1000 / ((n + warmup) * count / n)
 
 
+def stall_share(store: str, args) -> None:
+    """Loader wait time / step time while training ``args.stall_method`` from the store."""
+    from reid_train.methods import get_method
+
+    device = torch.device(args.device)
+    cls = get_method(args.stall_method)
+    cfg = cls.Config(size=tuple(args.size), P=args.P, K=args.K, **({"backbone": args.backbone} if args.backbone else {}))
+    method = cls(cfg, num_classes=args.ids).to(device)
+    cuda = device.type == "cuda"
+    if cuda:
+        method = method.to(memory_format=torch.channels_last)
+    opt = method.build_optimizer(cfg)
+    for cache in (True, False):
+        loader = TrainLoader(store, args.P, args.K, workers=args.workers, cache=cache, device=device)
+        if cache:
+            for _ in loader:  # fill the cache
+                pass
+        it = iter(loader.batches(0, 10**9))
+        wait = total = 0.0
+        for k in range(args.warmup + args.batches):
+            t0 = time.perf_counter()
+            batch = next(it)
+            if cuda:
+                torch.cuda.synchronize()
+            t1 = time.perf_counter()
+            with torch.autocast(device.type, dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False):
+                loss = sum(method.losses(method(batch), batch).values())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if cuda:
+                torch.cuda.synchronize()
+            t2 = time.perf_counter()
+            if k >= args.warmup:
+                wait, total = wait + (t1 - t0), total + (t2 - t0)
+        n = args.batches * args.P * args.K
+        print(f"  {args.stall_method} on {device}, loader {'cached' if cache else 'streaming'}: "
+              f"{n / total:8.1f} images/s, stall share {wait / total:6.1%} of step time "
+              f"({wait / args.batches * 1e3:.1f} ms waiting per step)")
+        del it, loader
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -173,6 +225,9 @@ def main(argv=None) -> int:
     ap.add_argument("--unit-size", type=int, default=32, help="store chunk (write unit) in images")
     ap.add_argument("--cores", type=int, default=2, help="pin this process and its workers to this many cores (0 = all)")
     ap.add_argument("--synthetic", action="store_true", help="synthetic images even when ../shared/data exists")
+    ap.add_argument("--stall-method", help="measure the loader's stall share of this method's training step")
+    ap.add_argument("--device", default="cpu", help="device of the --stall-method steps")
+    ap.add_argument("--backbone", default="", help="backbone of the --stall-method steps (default: the method's)")
     args = ap.parse_args(argv)
 
     if args.cores and hasattr(os, "sched_setaffinity"):
@@ -191,15 +246,21 @@ def main(argv=None) -> int:
               f"{args.workers} workers, {len(os.sched_getaffinity(0))} cores, torch threads {torch.get_num_threads()}")
         print(f"JPEG folder {jpeg_mb:.0f} MiB, store {store_mb:.0f} MiB (chunks of {args.unit_size}); "
               f"built in {time.perf_counter() - t0:.1f} s")
+        if args.stall_method:
+            stall_share(store, args)
+            return 0
 
         cached = TrainLoader(store, args.P, args.K, workers=args.workers, cache=True)
         for _ in cached:  # one epoch fills the cache
             pass
         loaders = {
             "JPEG + PIL DataLoader (baseline)": lambda: pil_loader(paths, labels, size, cfg, args.P, args.K, args.workers),
+            "store, cached (after epoch 1)": lambda: cached.batches(0, 10**9),
+            "store, streaming, no unit checks": lambda: TrainLoader(open_store(store, check_reads=False), args.P,
+                                                                    args.K, workers=args.workers,
+                                                                    cache=False).batches(0, 10**9),
             "store, streaming (cache off)": lambda: TrainLoader(store, args.P, args.K, workers=args.workers,
                                                                 cache=False).batches(0, 10**9),
-            "store, cached (after epoch 1)": lambda: cached.batches(0, 10**9),
         }
         best = {k: (0.0, float("inf")) for k in loaders}
         for _ in range(args.repeats):

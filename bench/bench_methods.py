@@ -247,11 +247,13 @@ def main(argv=None) -> int:
             if done and not args.rerun:
                 final, dt, note = done["final_eval"], done["seconds"], ", re-used"
             else:
-                if (run_dir / "metrics.json").exists():
-                    (run_dir / "metrics.json").unlink()
-                run_dir.mkdir(parents=True, exist_ok=True)
+                if run_dir.exists():  # fit refuses a folder that is not a finished run of the same settings
+                    import shutil
+
+                    shutil.rmtree(run_dir)
+                run_dir.parent.mkdir(parents=True, exist_ok=True)
+                dt = run(cmd, run_dir.parent / f"{run_dir.name}.log")
                 (run_dir / "bench_cmd.json").write_text(json.dumps(cmd[1:]))
-                dt = run(cmd, run_dir / "fit.log")
                 final, note = json.loads((run_dir / "metrics.json").read_text())["final_eval"], ""
                 (run_dir / "bench_seconds.txt").write_text(f"{dt:.1f}")
             results[name][seed] = {"rank1": final["rank1"], "mAP": final["mAP"], "seconds": dt}

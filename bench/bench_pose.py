@@ -4,9 +4,10 @@ Compares, on the same images in one run:
 
 * ``tight``   — baseline: the crop on a square canvas of its own height (pad 1.0, border replicated);
 * ``pad3``    — the crop on a grey canvas 3x its height, one try (= the default's first try);
-* ``default`` — what ``pose-chart`` / ``pose`` use: pad 3 grey, then retries (pad 2 edge, pad 2.5 grey);
+* ``default`` — what ``pose-chart`` / ``pose`` use: pad 3 grey, then retries (pad 2 edge, 2.5 grey, 4 grey, 1.5 edge)
+  on a 768 px canvas at detector confidence 0.2 (``DEFAULT_POSE_ATTEMPTS``);
 
-and times the whole ``pose-chart`` estimator (pose + selfie segmentation +
+and times the whole ``pose-chart`` estimator (pose with its own segmentation +
 landmark->IUV) and the landmark->IUV geometry alone. Images: all 96
 mini-Market-1501 crops and 100 CUHK03 crops (every 9th file), resized to the
 store size (default 256 x 128). Prints detection rates, ms/image, images/s and

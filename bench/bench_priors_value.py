@@ -242,13 +242,13 @@ def train_one(args, name: str, seed: int, store: Path, out: Path, steps: int, sp
     if done and not args.rerun:
         summary, note = done, ", re-used"
     else:
-        if run_dir.exists():
+        if run_dir.exists():  # fit refuses a folder that is not a finished run of the same settings
             import shutil
 
             shutil.rmtree(run_dir)
-        run_dir.mkdir(parents=True)
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        dt = run(cmd, run_dir.parent / f"{run_dir.name}.log")
         (run_dir / "bench_cmd.json").write_text(json.dumps(cmd[1:]))
-        dt = run(cmd, run_dir / "fit.log")
         (run_dir / "bench_seconds.txt").write_text(f"{dt:.1f}")
         summary = {**json.loads((run_dir / "metrics.json").read_text()), "seconds": dt}
         note = ""
@@ -427,13 +427,13 @@ def diagnose(args, store: Path, out: Path, seeds: list[int]) -> dict:
         print(f"  MPN ROI vs the true person rows: {diag['roi_vs_truth']}")
     for name in ("mpn",):
         agree = [mt_at_agreement(out / "runs" / f"{name}_s{s}", args.device) for s in seeds
-                 if (out / "runs" / f"{name}_s{s}" / "checkpoint.pt").exists()]
+                 if (out / "runs" / f"{name}_s{s}" / "metrics.json").exists()]
         if agree:
             diag["mt_at_agreement"] = {k: np.mean([a[k] for a in agree], 0).round(3).tolist() for k in agree[0]}
             print(f"  MPN MT vs AT cosine per part: {diag['mt_at_agreement']}")
     for name in ("dsa", "dsa_mf_only"):
         g = [dsa_gradients(out / "runs" / f"{name}_s{s}", args.device) for s in seeds[:2]
-             if (out / "runs" / f"{name}_s{s}" / "checkpoint.pt").exists()]
+             if (out / "runs" / f"{name}_s{s}" / "metrics.json").exists()]
         if g:
             diag[f"grad_{name}"] = {k: round(float(np.mean([x[k] for x in g])), 4) for k in g[0]}
             print(f"  {name} gradient norm into the MF-Stream per loss term: {diag[f'grad_{name}']}")

@@ -118,7 +118,7 @@ def main() -> None:
                          source_root=str(work / "folder"), unit_size=args.unit_size)
         units = [u[0] for u in image_writer(s).pending()]
         t = time.perf_counter()
-        write_image_units.fn(s.url, str(work / "folder"), units)
+        write_image_units(s.url, str(work / "folder"), units)
         t_write = time.perf_counter() - t
         print(f"ingest of {n} JPEGs (128x64 -> 256x128), one process: plan (decode check + sha256) "
               f"{n / t_plan:,.0f} img/s, write (decode + resize + compress) {n / t_write:,.0f} img/s, "

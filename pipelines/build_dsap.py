@@ -5,6 +5,17 @@ already holds the unit with the same provenance), then warp it with
 :func:`priors.dsap.warp_dsap_batch` into ``priors/dsap``. The expensive step runs
 once; re-running with another ``S`` or fill re-warps from the stored IUV
 (``--overwrite`` rebuilds only ``priors/dsap`` when the estimator is unchanged).
+
+Quality flags (table ``priors/dsap/coverage``, one row per image): ``coverage``
+(mean over the 24 parts of the filled DSAP cells), ``parts_present``,
+``visible_landmarks`` (landmarks the estimator saw, of 33; -1 when the backend
+does not say), ``view`` and ``limbs_unseen`` (``pose-chart``), and
+``low_quality``: "" or a ``;``-joined list of ``estimator_failed``,
+``low_coverage`` (coverage < :data:`LOW_COVERAGE`), ``few_parts`` (fewer than
+:data:`MIN_PARTS` parts), ``few_landmarks`` (fewer than :data:`MIN_LANDMARKS`
+seen). A user filters with ``coverage[coverage.low_quality == ""]``. The
+backend's quality columns are kept as table ``estimates/<backend>/quality``, so
+a re-warp from stored IUV keeps them.
 """
 from __future__ import annotations
 
@@ -14,17 +25,23 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from prefect import flow, task
 
 from priors.dsap import PART_NAMES, dsap_coverage, warp_dsap_batch
 from priors.estimators import OK, DENSE_BACKENDS, dense_estimator, provenance_of
 from priors.iuv import pack_iuv
 from storage import failures_frame, group_writer, make_provenance, open_store, reopen_writer
 
-from pipelines.runner import batches, cached, count_reasons, finish, run_tasks
+from pipelines.runner import batches, cached, count_reasons, finish, refuse_other_settings, run_tasks, unit_job
 
 DSAP_GROUP = "priors/dsap"
 WARP_VERSION = "1"
+LOW_COVERAGE = 0.05
+"""mean DSAP coverage under this flags an image: 23 such "ok" images on a real camera were all bad charts"""
+MIN_PARTS = 4
+"""fewer parts than this (a head and a torso half are 3) flags an image"""
+MIN_LANDMARKS = 12
+"""fewer seen landmarks than this (of BlazePose's 33) flags an image"""
+QUALITY_DEFAULTS = {"visible_landmarks": -1, "view": "", "limbs_unseen": ""}
 
 
 def estimator_options(name: str, params: dict[str, Any], store) -> dict[str, Any]:
@@ -41,32 +58,58 @@ def estimator_options(name: str, params: dict[str, Any], store) -> dict[str, Any
 _dense = cached(lambda name, opts: dense_estimator(name, **json.loads(opts)))
 
 
-def estimate_unit(est, images: np.ndarray, rows: pd.DataFrame) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
-    """Run a dense estimator on one unit: store arrays + failure rows."""
+def estimate_unit(est, images: np.ndarray, rows: pd.DataFrame) -> tuple[dict[str, np.ndarray], pd.DataFrame, pd.DataFrame]:
+    """Run a dense estimator on one unit: store arrays, failure rows and the per-image quality table."""
     res = est.estimate(images, rows)
     if res.i.shape != images.shape[:3]:
         raise ValueError(f"{est.name} returned IUV of shape {res.i.shape} for images {images.shape[:3]}")
     i, uv = pack_iuv(res.i, res.u, res.v)
     fails = failures_frame((int(r), "estimate", s, f"{est.name}: {s}")
                            for r, s in zip(rows["image_id"], res.status) if s != OK)
-    return {"i": i, "uv": uv}, fails
+    quality = pd.DataFrame({"image_id": rows["image_id"].to_numpy().astype(np.int64)})
+    for name, default in QUALITY_DEFAULTS.items():
+        values = (res.quality or {}).get(name)
+        quality[name] = np.asarray(values) if values is not None else default
+    quality["visible_landmarks"] = quality["visible_landmarks"].astype(np.int64)
+    for name in ("view", "limbs_unseen"):
+        quality[name] = quality[name].astype(str)
+    return {"i": i, "uv": uv}, fails, quality
 
 
-def dsap_unit(images, i, uv, S: int, fill, ids: np.ndarray, est_fails: pd.DataFrame) -> tuple[dict, dict, pd.DataFrame]:
-    """Warp one unit: arrays, the coverage table and failure rows."""
+def low_quality(coverage: np.ndarray, parts: np.ndarray, landmarks: np.ndarray, failed: np.ndarray) -> np.ndarray:
+    """The ``low_quality`` reason per image ("" = fine), from the documented thresholds."""
+    flags = [(failed, "estimator_failed"), (~failed & (coverage < LOW_COVERAGE), "low_coverage"),
+             (~failed & (parts < MIN_PARTS), "few_parts"),
+             (~failed & (landmarks >= 0) & (landmarks < MIN_LANDMARKS), "few_landmarks")]
+    return np.array([";".join(name for mask, name in flags if mask[k]) for k in range(len(coverage))], dtype=object)
+
+
+def dsap_unit(images, i, uv, S: int, fill, ids: np.ndarray, est_fails: pd.DataFrame,
+              quality: pd.DataFrame | None = None) -> tuple[dict, dict, pd.DataFrame]:
+    """Warp one unit: arrays, the coverage table (with the quality flags) and failure rows."""
     dsap, valid = warp_dsap_batch(images, i, uv[:, 0], uv[:, 1], S=S, fill=fill)
     cov = dsap_coverage(valid)
     table = pd.DataFrame(cov, columns=[f"cov_{n}" for n in PART_NAMES])
     table.insert(0, "image_id", ids.astype(np.int64))
     table["parts_present"] = (cov > 0).sum(axis=1).astype(np.int64)
     table["coverage"] = cov.mean(axis=1).astype(np.float32)
-    empty = ids[(cov.sum(axis=1) == 0) & ~np.isin(ids, est_fails["image_id"].to_numpy())]
+    q = pd.DataFrame({"image_id": ids.astype(np.int64)})
+    q = q.merge(quality, on="image_id", how="left") if quality is not None else q
+    for name, default in QUALITY_DEFAULTS.items():
+        table[name] = q[name].fillna(default).to_numpy() if name in q else default
+    table["visible_landmarks"] = table["visible_landmarks"].astype(np.int64)
+    failed = np.isin(ids, est_fails["image_id"].to_numpy())
+    table["low_quality"] = low_quality(table["coverage"].to_numpy(), table["parts_present"].to_numpy(),
+                                       table["visible_landmarks"].to_numpy(), failed).astype(str)
+    for name in ("view", "limbs_unseen"):
+        table[name] = table[name].astype(str)
+    empty = ids[(cov.sum(axis=1) == 0) & ~failed]
     fails = pd.concat([est_fails, failures_frame((int(r), "warp", "no_dense_semantics", "no body pixel estimated")
                                                  for r in empty)], ignore_index=True)
     return {"dsap": dsap, "valid": valid}, {"coverage": table}, fails
 
 
-@task(retries=2, retry_delay_seconds=2)
+@unit_job(retries=2, retry_delay_seconds=2)
 def dsap_units(store_url: str, est_group: str, est_name: str, est_opts: str, S: int, fill: Any,
                units: list[int]) -> dict[str, Any]:
     est_w = reopen_writer(store_url, est_group)
@@ -83,17 +126,24 @@ def dsap_units(store_url: str, est_group: str, est_name: str, est_opts: str, S: 
         rows = ok.iloc[start:stop]
         images = np.asarray(store.images[start:stop])
         if need_est:
-            arrays, est_fails = estimate_unit(_dense(est_name, est_opts), images, rows)
-            est_w.write_unit(k, arrays, failures=est_fails)
+            arrays, est_fails, quality = estimate_unit(_dense(est_name, est_opts), images, rows)
+            est_w.write_unit(k, arrays, tables={"quality": quality}, failures=est_fails)
         else:
             g = store.group(est_group)
             arrays = {"i": np.asarray(g.arrays["i"][start:stop]), "uv": np.asarray(g.arrays["uv"][start:stop])}
             est_fails = store._fs.read_table(f"tables/{est_group}/failures/part-{k:06d}.parquet")
+            try:  # groups written before the quality table existed have none
+                quality = store._fs.read_table(f"tables/{est_group}/quality/part-{k:06d}.parquet")
+            except (OSError, FileNotFoundError):
+                quality = None
         if need_dsap:
             d_arrays, tables, fails = dsap_unit(images, arrays["i"], arrays["uv"], S, fill,
-                                                rows["image_id"].to_numpy(), est_fails)
+                                                rows["image_id"].to_numpy(), est_fails, quality)
             dsap_w.write_unit(k, d_arrays, tables=tables, failures=fails)
-            for reason, n in count_reasons(fails["reason"]).items():
+            out["low_quality"] = out.get("low_quality", 0) + int((tables["coverage"]["low_quality"] != "").sum())
+            out["failed_images"] = out.get("failed_images", 0) + int(fails["image_id"].nunique())
+            # one count per image and reason (an image is never counted twice for one reason)
+            for reason, n in count_reasons(fails.drop_duplicates(["image_id", "reason"])["reason"]).items():
                 out["failures"][reason] = out["failures"].get(reason, 0) + n
         out["written"] += 1
         out["images"] += stop - start
@@ -110,7 +160,6 @@ def dataset_mean(store) -> list[float]:
     return (total / max(n, 1)).round(3).tolist()
 
 
-@flow(name="build-dsap", log_prints=True)
 def build_dsap_flow(
     store: str,
     estimator: str = "oracle",
@@ -119,17 +168,20 @@ def build_dsap_flow(
     dump: str | None = None,
     trust_dump: bool = False,
     root: str | None = None,
-    S: int = 32,
+    dsap_size: int = 32,
     fill: str = "image_mean",
     device: str = "cpu",
     batch_size: int | None = None,
+    workers: int = 0,
     units_per_task: int = 4,
     overwrite: bool = False,
     progress: bool = True,
     dask_address: str | None = None,
     dask_workers: int = 0,
 ) -> dict[str, Any]:
-    """Estimate dense semantics and warp every image into 24 DSAP-images."""
+    """Estimate dense semantics and warp every image into 24 DSAP-images of
+    ``dsap_size`` x ``dsap_size`` (the ``build-dsap`` flow, :mod:`pipelines.flows`)."""
+    S = int(dsap_size)
     if estimator not in DENSE_BACKENDS:
         raise ValueError(f"unknown estimator {estimator!r}; choose one of {sorted(DENSE_BACKENDS)}")
     s = open_store(store, mode="r+")
@@ -148,34 +200,42 @@ def build_dsap_flow(
     dsap_prov = make_provenance({"name": "warp_dsap", "version": WARP_VERSION},
                                 params={"S": int(S), "fill": fill, "fill_value": fill_value},
                                 inputs={est_group: est_w.store.root[est_group].attrs["provenance"]})
+    refuse_other_settings(s, DSAP_GROUP, dsap_prov, {"S": "--dsap-size", "fill": "--fill"}, overwrite)
     dsap_w = group_writer(s, DSAP_GROUP, {"dsap": ((24, 3, S, S), "uint8"), "valid": ((24, S, S), "bool")},
                           dsap_prov, overwrite=overwrite)
     pending = sorted({u[0] for u in est_w.pending()} | {u[0] for u in dsap_w.pending()})
     calls = [(s.url, est_group, estimator, opts, int(S), fill_value, b) for b in batches(pending, units_per_task)]
-    results = run_tasks(dsap_units, calls, "build-dsap", progress, dask_address, dask_workers)
-    return finish("build-dsap", results, store=s.url, group=DSAP_GROUP, estimator=estimator)
+    results = run_tasks(dsap_units, calls, "build-dsap", progress, dask_address, dask_workers, workers, device)
+    s.close()  # release the writer locks of both groups
+    return finish("build-dsap", results, already_done=len(s.units()) - len(pending), store=s.url, group=DSAP_GROUP, estimator=estimator)
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--store", required=True, help="store directory or fsspec URL")
+    from storage.cli import MAX_DSAP_SIDE, bounded_int, existing_file, hidden_alias, positive_int, store_path
+
+    p.add_argument("--store", required=True, type=store_path, help="store folder or fsspec URL (made by ingest)")
     p.add_argument("--estimator", required=True, choices=sorted(DENSE_BACKENDS),
                    help="dense-semantics backend: densepose (detectron2), densepose-dump (apply_net.py dump file), "
                         "pose-chart (mediapipe, CPU, coarser than DensePose), oracle (synthetic ground truth)")
-    p.add_argument("--weights", help="densepose: model weights (.pkl/.pth); never downloaded")
-    p.add_argument("--config", help="densepose: the DensePose config YAML matching the weights")
-    p.add_argument("--dump", help="densepose-dump: file written by DensePose's `apply_net.py dump`")
+    p.add_argument("--weights", type=existing_file, help="densepose: model weights (.pkl/.pth); never downloaded")
+    p.add_argument("--config", type=existing_file, help="densepose: the DensePose config YAML matching the weights")
+    p.add_argument("--dump", type=existing_file, help="densepose-dump: file written by DensePose's `apply_net.py dump`")
     p.add_argument("--trust-dump", action="store_true",
                    help="densepose-dump: allow unpickling the dump (it runs code from the file: only for dumps you made)")
     p.add_argument("--root", help="oracle: synthetic dataset folder (default: the folder the store was ingested from)")
-    p.add_argument("--size", dest="S", type=int, default=32, help="side S of each DSAP-image (paper: 32)")
+    p.add_argument("--dsap-size", type=bounded_int(1, MAX_DSAP_SIDE), default=32, metavar="S",
+                   help="side S of each DSAP-image (paper: 32)")
+    hidden_alias(p, "--size", "dsap_size", bounded_int(1, MAX_DSAP_SIDE))
     p.add_argument("--fill", choices=["image_mean", "dataset_mean"], default="image_mean",
                    help="initial value of DSAP cells no pixel lands in: the image's or the dataset's per-channel mean")
     p.add_argument("--device", default="cpu", help="densepose: torch device (cuda, cuda:1, cpu)")
-    p.add_argument("--batch-size", type=int, help="densepose: images per forward pass")
+    p.add_argument("--batch-size", type=positive_int, help="densepose: images per forward pass (default: the backend's)")
 
 
 def flow_params(args: argparse.Namespace) -> dict[str, Any]:
+    """Flow parameters of a parsed command line (the same names, docs/cli.md)."""
     return dict(store=args.store, estimator=args.estimator, weights=args.weights, config=args.config, dump=args.dump,
-                trust_dump=args.trust_dump, root=args.root, S=args.S, fill=args.fill, device=args.device,
-                batch_size=args.batch_size, units_per_task=args.units_per_task, overwrite=args.overwrite,
-                progress=not args.no_progress, dask_address=args.dask_address, dask_workers=args.dask_workers)
+                trust_dump=args.trust_dump, root=args.root, dsap_size=args.dsap_size, fill=args.fill,
+                device=args.device, batch_size=args.batch_size, workers=args.workers,
+                units_per_task=args.units_per_task, overwrite=args.overwrite, progress=not args.quiet,
+                dask_address=args.dask_address, dask_workers=args.dask_workers)

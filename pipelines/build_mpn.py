@@ -3,6 +3,19 @@
 Any parsing source combines with any segmentation source; the group's
 provenance records both. ``densepose`` sources read an IUV group already in the
 store (run ``build-dsap`` first), so no estimator runs twice.
+
+The stats table (``priors/mpn/stats``, one row per image) says *why* an image
+falls back: ``fallback_reason`` is one of :data:`~priors.mpn_prior.FALLBACK_REASONS`
+when the parsing ran and found the parts absent, or
+:data:`~priors.mpn_prior.ESTIMATOR_FAILED` when the parsing source failed on the
+image (its own status, e.g. ``pose_not_found``, is in ``parsing_status``).
+Quality columns: ``person_frac`` (fraction of the image in the union mask),
+``visible_landmarks`` (-1 when the source does not say), ``view`` and
+``low_quality``: "" or a ``;``-joined list of ``estimator_failed``,
+``few_landmarks`` (< :data:`MIN_LANDMARKS` seen, as in ``build-dsap``) and
+``small_person`` (``person_frac`` < :data:`MIN_PERSON_FRAC`). Failure counts in
+the flow's summary are per image and reason, never per row (an image the
+parsing *and* the segmentation failed on counts once).
 """
 from __future__ import annotations
 
@@ -12,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from prefect import flow, task
 
 from priors.estimators import (
     OK,
@@ -23,6 +35,7 @@ from priors.estimators import (
     segmentation_source,
 )
 from priors.mpn_prior import (
+    ESTIMATOR_FAILED,
     BACKBONE_STRIDE,
     BINARIZE_THRESHOLD,
     HEAD_MIN_FRAC,
@@ -34,10 +47,17 @@ from priors.mpn_prior import (
 from storage import failures_frame, group_writer, make_provenance, open_store, reopen_writer
 
 from pipelines.ingest import parse_size
-from pipelines.runner import batches, cached, count_reasons, finish, run_tasks
+from pipelines.runner import batches, cached, count_reasons, finish, refuse_other_settings, run_tasks, unit_job
 
 MPN_GROUP = "priors/mpn"
-PRIOR_VERSION = "1"
+PRIOR_VERSION = "2"  # 2: estimator failures are their own fallback reason; quality columns
+MIN_PERSON_FRAC = 0.05
+"""a union mask under this fraction of the image flags the image ``small_person``"""
+MIN_LANDMARKS = 12
+"""fewer seen landmarks than this (of BlazePose's 33) flags an image ``few_landmarks``"""
+# provenance params -> the flag that sets them (a refusal names the one that changed)
+MPN_FLAGS = {"K": "--parts", "input_size": "--input-size", "stride": "--stride", "feat_hw": "--input-size/--stride",
+             "head_min_frac": "--head-min-frac", "leg_min_frac": "--leg-min-frac", "threshold": "--threshold"}
 STAT_KEYS = ("upper_frac", "lower_frac", "head_px", "left_leg_px", "right_leg_px")
 
 
@@ -72,21 +92,34 @@ def mpn_unit(parsing, seg, images, rows: pd.DataFrame, prior_params: dict[str, A
     """One unit: run both sources, compute the priors, return arrays, stats table and failures."""
     p = parsing.parse(images, rows)
     m = seg.segment(images, rows)
-    labels = np.where(np.array([s == OK for s in p.status])[:, None, None], p.labels, 0).astype(np.uint8)
+    p_ok = np.array([s == OK for s in p.status], dtype=bool)
+    labels = np.where(p_ok[:, None, None], p.labels, 0).astype(np.uint8)
     mask = np.where(np.array([s == OK for s in m.status])[:, None, None], m.mask, False)
     prior = coarse_strip_prior_batch(labels, mask, **prior_params)
     ids = rows["image_id"].to_numpy().astype(np.int64)
+    reason = np.where(prior["fallback"] & ~p_ok, ESTIMATOR_FAILED, prior["reason"].astype(str))
+    quality = p.quality or {}
+    seen = np.asarray(quality.get("visible_landmarks", np.full(len(ids), -1)), dtype=np.int64)
+    view = np.asarray(quality.get("view", np.full(len(ids), "")), dtype=object).astype(str)
+    person_frac = ((labels > 0) | mask).reshape(len(ids), -1).mean(axis=1).astype(np.float32)
+    flags = [(~p_ok, ESTIMATOR_FAILED), (p_ok & (seen >= 0) & (seen < MIN_LANDMARKS), "few_landmarks"),
+             (p_ok & (person_frac < MIN_PERSON_FRAC), "small_person")]
+    low = [";".join(name for sel, name in flags if sel[k]) for k in range(len(ids))]
     stats = pd.DataFrame({
         "image_id": ids,
         "upper": prior["roi"][:, 0].astype(np.int64),
         "lower": prior["roi"][:, 1].astype(np.int64),
         **{k: prior[k] for k in STAT_KEYS},
         "fallback": prior["fallback"],
-        "fallback_reason": prior["reason"].astype(str),
+        "fallback_reason": reason,
         "parsing_status": p.status,
         "segmentation_status": m.status,
         "parsing": parsing.name,
         "segmentation": seg.name,
+        "person_frac": person_frac,
+        "visible_landmarks": seen,
+        "view": view,
+        "low_quality": np.array(low, dtype=object).astype(str),
     })
     fails = failures_frame(
         [(int(r), "parsing", s, f"{parsing.name}: {s}") for r, s in zip(ids, p.status) if s != OK]
@@ -96,7 +129,7 @@ def mpn_unit(parsing, seg, images, rows: pd.DataFrame, prior_params: dict[str, A
     return arrays, {"stats": stats}, fails
 
 
-@task(retries=2, retry_delay_seconds=2)
+@unit_job(retries=2, retry_delay_seconds=2)
 def mpn_units(store_url: str, parsing: tuple[str, str], segmentation: tuple[str, str],
               prior_params: dict[str, Any], units: list[int]) -> dict[str, Any]:
     writer = reopen_writer(store_url, MPN_GROUP)
@@ -105,7 +138,8 @@ def mpn_units(store_url: str, parsing: tuple[str, str], segmentation: tuple[str,
     par, seg = _parsing(*parsing), _segmentation(*segmentation)
     _attach_iuv(par, store)
     _attach_iuv(seg, store)
-    out = {"written": 0, "skipped": 0, "images": 0, "failures": {}, "fallbacks": 0}
+    out = {"written": 0, "skipped": 0, "images": 0, "failures": {}, "fallbacks": 0, "estimator_failed": 0,
+           "low_quality": 0}
     for k in units:
         if writer.is_done(k):
             out["skipped"] += 1
@@ -117,19 +151,22 @@ def mpn_units(store_url: str, parsing: tuple[str, str], segmentation: tuple[str,
         out["written"] += 1
         out["images"] += stop - start
         out["fallbacks"] += int(arrays["fallback"].sum())
-        for reason, n in count_reasons(fails["reason"]).items():
+        out["estimator_failed"] = out.get("estimator_failed", 0) + int(
+            (tables["stats"]["fallback_reason"] == ESTIMATOR_FAILED).sum())
+        out["low_quality"] = out.get("low_quality", 0) + int((tables["stats"]["low_quality"] != "").sum())
+        # one count per image and reason: parsing and segmentation failing on one image count once
+        for reason, n in count_reasons(fails.drop_duplicates(["image_id", "reason"])["reason"]).items():
             out["failures"][reason] = out["failures"].get(reason, 0) + n
     return out
 
 
-@flow(name="build-mpn-priors", log_prints=True)
 def build_mpn_flow(
     store: str,
     parsing: str = "oracle",
     segmentation: str = "oracle",
     input_size: str = "384x128",
     stride: int = BACKBONE_STRIDE,
-    K: int = K_PARTS,
+    parts: int = K_PARTS,
     head_min_frac: float = HEAD_MIN_FRAC,
     leg_min_frac: float = LEG_MIN_FRAC,
     threshold: float = BINARIZE_THRESHOLD,
@@ -140,13 +177,16 @@ def build_mpn_flow(
     maskrcnn_weights: str | None = None,
     root: str | None = None,
     device: str = "cpu",
+    workers: int = 0,
     units_per_task: int = 4,
     overwrite: bool = False,
     progress: bool = True,
     dask_address: str | None = None,
     dask_workers: int = 0,
 ) -> dict[str, Any]:
-    """Build MPN's coarse strip priors (mask, ROI, K strips) for every image of a store."""
+    """Build MPN's coarse strip priors (mask, ROI, ``parts`` strips) for every image
+    of a store (the ``build-mpn-priors`` flow, :mod:`pipelines.flows`)."""
+    K = int(parts)
     s = open_store(store, mode="r+")
     for kind, name, table in (("parsing", parsing, PARSING_BACKENDS), ("segmentation", segmentation, SEGMENTATION_BACKENDS)):
         if name not in table:
@@ -167,45 +207,52 @@ def build_mpn_flow(
     prov = make_provenance([provenance_of(par), provenance_of(seg)],
                            params={"version": PRIOR_VERSION, "input_size": list(parse_size(input_size)),
                                    "stride": int(stride), **prior_params}, inputs=inputs)
+    refuse_other_settings(s, MPN_GROUP, prov, MPN_FLAGS, overwrite)
     h, w = feat_hw
     writer = group_writer(s, MPN_GROUP, {"mask": ((h, w), "uint8"), "roi": ((2,), "int16"), "fallback": ((), "bool"),
                                          "strips": ((int(K), 2), "int16")}, prov, overwrite=overwrite)
     pending = [u[0] for u in writer.pending()]
     prior_params["feat_hw"] = tuple(feat_hw)
     calls = [(s.url, par_key, seg_key, prior_params, b) for b in batches(pending, units_per_task)]
-    results = run_tasks(mpn_units, calls, "build-mpn-priors", progress, dask_address, dask_workers)
-    return finish("build-mpn-priors", results, store=s.url, group=MPN_GROUP, parsing=parsing,
+    results = run_tasks(mpn_units, calls, "build-mpn-priors", progress, dask_address, dask_workers, workers, device)
+    s.close()  # release the writer lock of priors/mpn
+    return finish("build-mpn-priors", results, already_done=len(s.units()) - len(pending), store=s.url, group=MPN_GROUP, parsing=parsing,
                   segmentation=segmentation, feature_map=[h, w], fallbacks=0)
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--store", required=True, help="store directory or fsspec URL")
+    from storage.cli import bounded_int, existing_file, fraction, positive_int, size_hw, store_path
+
+    p.add_argument("--store", required=True, type=store_path, help="store folder or fsspec URL (made by ingest)")
     p.add_argument("--parsing", required=True, choices=sorted(PARSING_BACKENDS),
                    help="parsing source: densepose (IUV in the store), pose (mediapipe landmarks), "
                         "onnx (your exported LIP/ATR/CIHP network), oracle (synthetic ground truth)")
     p.add_argument("--segmentation", required=True, choices=sorted(SEGMENTATION_BACKENDS),
                    help="segmentation source: pose (mediapipe selfie segmentation), maskrcnn (detectron2), "
                         "densepose (any IUV part), oracle")
-    p.add_argument("--input-size", default="384x128", help="training input HxW the feature map is derived from (MPN: 384x128)")
-    p.add_argument("--stride", type=int, default=BACKBONE_STRIDE, help="backbone output stride (ResNet-50 with last stride 1: 16)")
-    p.add_argument("--parts", dest="K", type=int, default=K_PARTS, help="number of strips K (MPN: 6)")
-    p.add_argument("--head-min-frac", type=float, default=HEAD_MIN_FRAC,
+    p.add_argument("--input-size", type=size_hw, default="384x128", metavar="HxW",
+                   help="training input HxW the feature map is derived from (MPN: 384x128)")
+    p.add_argument("--stride", type=positive_int, default=BACKBONE_STRIDE,
+                   help="backbone output stride (ResNet-50 with last stride 1: 16)")
+    p.add_argument("--parts", type=bounded_int(1, 64), default=K_PARTS, metavar="K", help="number of strips K (MPN: 6)")
+    p.add_argument("--head-min-frac", type=fraction, default=HEAD_MIN_FRAC,
                    help="head present when its parsing pixels are at least this fraction of the image")
-    p.add_argument("--leg-min-frac", type=float, default=LEG_MIN_FRAC,
+    p.add_argument("--leg-min-frac", type=fraction, default=LEG_MIN_FRAC,
                    help="a leg present when its parsing pixels are at least this fraction of the image")
-    p.add_argument("--threshold", type=float, default=BINARIZE_THRESHOLD,
+    p.add_argument("--threshold", type=fraction, default=BINARIZE_THRESHOLD,
                    help="binarisation threshold of the resized mask (fraction of a feature cell covered)")
     p.add_argument("--iuv-group", help="densepose sources: IUV group to read (default: the first estimates/* group)")
-    p.add_argument("--onnx-model", help="onnx: exported parsing network (.onnx)")
+    p.add_argument("--onnx-model", type=existing_file, help="onnx: exported parsing network (.onnx)")
     p.add_argument("--label-map", help="onnx: preset (lip, atr, cihp) or JSON/YAML file naming head/leg/foreground classes")
-    p.add_argument("--maskrcnn-config", help="maskrcnn: detectron2 config YAML")
-    p.add_argument("--maskrcnn-weights", help="maskrcnn: weights file; never downloaded")
+    p.add_argument("--maskrcnn-config", type=existing_file, help="maskrcnn: detectron2 config YAML")
+    p.add_argument("--maskrcnn-weights", type=existing_file, help="maskrcnn: weights file; never downloaded")
     p.add_argument("--root", help="oracle: synthetic dataset folder (default: the folder the store was ingested from)")
     p.add_argument("--device", default="cpu", help="torch/onnxruntime device for model backends")
 
 
 def flow_params(args: argparse.Namespace) -> dict[str, Any]:
-    keys = ("store", "parsing", "segmentation", "input_size", "stride", "K", "head_min_frac", "leg_min_frac",
+    """Flow parameters of a parsed command line (the same names, docs/cli.md)."""
+    keys = ("store", "parsing", "segmentation", "input_size", "stride", "parts", "head_min_frac", "leg_min_frac",
             "threshold", "iuv_group", "onnx_model", "label_map", "maskrcnn_config", "maskrcnn_weights", "root", "device",
-            "units_per_task", "overwrite", "dask_address", "dask_workers")
-    return {k: getattr(args, k) for k in keys} | {"progress": not args.no_progress}
+            "workers", "units_per_task", "overwrite", "dask_address", "dask_workers")
+    return {k: getattr(args, k) for k in keys} | {"progress": not args.quiet}

@@ -38,6 +38,7 @@ def run_demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     world, store = out / "world", out / "store"
     out.mkdir(parents=True, exist_ok=True)
+    quiet = bool(getattr(args, "quiet", False))
 
     t = _step(f"1/5 synthetic world: {args.ids} identities x {args.images_per_id} images -> {world}")
     if not (world / "groundtruth" / "meta.json").exists():
@@ -52,13 +53,14 @@ def run_demo(args: argparse.Namespace) -> int:
     from pipelines.ingest import ingest_flow
 
     t = _step(f"2/5 ingest -> {store}")
-    ingest_flow(dataset="market1501", root=str(world), store=str(store), size="256x128")
+    ingest_flow(dataset="market1501", root=str(world), store=str(store), image_size="256x128", progress=not quiet)
     _done(t)
     t = _step("3/5 build-dsap: oracle IUV -> 24 DSAP-images (S=32)")
-    build_dsap_flow(store=str(store), estimator="oracle")
+    build_dsap_flow(store=str(store), estimator="oracle", progress=not quiet)
     _done(t)
     t = _step(f"4/5 build-mpn-priors: oracle parsing + mask, feature map of a {DEMO_SIZE} input at stride {DEMO_STRIDE}")
-    build_mpn_flow(store=str(store), parsing="oracle", segmentation="oracle", input_size=DEMO_SIZE, stride=DEMO_STRIDE)
+    build_mpn_flow(store=str(store), parsing="oracle", segmentation="oracle", input_size=DEMO_SIZE, stride=DEMO_STRIDE,
+                   progress=not quiet)
     _done(t)
     from storage import open_store
     from storage.verify import verify_store
@@ -71,14 +73,20 @@ def run_demo(args: argparse.Namespace) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     t = _step(f"5/5 training {', '.join(methods)}: resnet18, {DEMO_SIZE}, 12 short epochs each on the CPU")
     results = {}
+    train_ids = s.ok_index.loc[s.ok_index["split"] == "train", "pid"].nunique()
+    P = min(8, train_ids)  # 8 identities per batch, fewer in a tiny world
+    if P < 2:
+        raise ValueError(f"the world has {train_ids} training identities; batch-hard mining needs 2 (raise --ids)")
     for method in methods:
         run = out / "runs" / method
-        cmd = [sys.executable, "-m", "reid_train.fit", "--method", method, "--store", str(store), "--out", str(run),
-               "--backbone", "resnet18", "--size", DEMO_SIZE, "--pk", "8", "4", "--max-steps", str(args.steps),
+        cmd = [sys.executable, "-m", "reid_train.fit", "--method", method, "--store", str(store), "--run", str(run),
+               "--resume-or-start", "--backbone", "resnet18", "--input-size", DEMO_SIZE, "--pk", str(P), "4",
+               *(["--max-steps", str(args.steps)] if args.steps else []),
                "--seed", str(args.seed), "--device", "cpu", "--workers", "2", *DEMO_SCHEDULE,
-               *DEMO_METHOD_FLAGS.get(method, [])]
+               *DEMO_METHOD_FLAGS.get(method, []), *(["--quiet"] if quiet else [])]
         print("   ", " ".join(cmd[2:]), flush=True)
-        subprocess.run(cmd, check=True)
+        if subprocess.run(cmd).returncode:
+            raise RuntimeError(f"training {method} failed (its error is above); re-run the demo to resume")
         metrics = json.loads((run / "metrics.json").read_text())
         results[method] = metrics
     _done(t)
@@ -89,5 +97,5 @@ def run_demo(args: argparse.Namespace) -> int:
               f"{100 * final.get('mINP', float('nan')):6.1f}")
     print(f"\nchance rank-1 is about {100 / max(1, s.ok_index.loc[s.ok_index['split'] == 'gallery', 'pid'].nunique()):.1f}%."
           f" Runs, plots and metrics are in {out / 'runs'}; inspect the priors with "
-          f"`python -m storage report {store} --out {out / 'report'}`.")
+          f"`python -m storage report --store {store} --out {out / 'report'}`.")
     return 0

@@ -30,9 +30,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numba
 import numpy as np
 
-from priors.iuv import N_PARTS, UV_LEVELS, UV_MAX_CODE, uv_cell
+from priors.iuv import N_PARTS, UV_LEVELS, UV_MAX_CODE
 
 # DensePose's 24 chart labels (1..24), person's left/right. Arm halves are the
 # inner / outer side of the arm; torso and legs have back / front halves.
@@ -112,7 +113,7 @@ def _fill_values(images: np.ndarray, fill) -> np.ndarray:
 def warp_dsap_batch(
     images: np.ndarray, i: np.ndarray, u: np.ndarray, v: np.ndarray, S: int = 32, fill=None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Warp a batch of images to DSAP-images (Sec. 3.1), fully vectorised.
+    """Warp a batch of images to DSAP-images (Sec. 3.1).
 
     Args:
         images: ``(B, H, W, 3)`` uint8 RGB.
@@ -126,10 +127,10 @@ def warp_dsap_batch(
         ``dsap`` ``(B, 24, 3, S, S)`` uint8 (cell = rounded mean of its pixels, else
         the fill colour) and ``valid`` ``(B, 24, S, S)`` bool.
 
-    ``np.bincount`` over flat cell indices ``((b * 24 + i - 1) * S + floor(u S)) * S
-    + floor(v S)``: one for the pixel counts, one for the channel sums (packed,
-    see :func:`_channel_sums`), over chunks of a few images that keep the bins
-    in cache (:data:`_CHUNK_CELLS`).
+    A compiled kernel (:func:`_warp_kernel`): per image one pass over the pixels
+    accumulating integer counts and channel sums per cell, then one pass over the
+    cells writing means or the fill. Releases the GIL (loader threads run it in
+    parallel); single-threaded itself.
     """
     images = np.asarray(images)
     i = np.asarray(i)
@@ -141,72 +142,89 @@ def warp_dsap_batch(
         raise TypeError(f"part indices must be integers, got {i.dtype}")
     if not 1 <= S <= UV_LEVELS:
         raise ValueError(f"S must lie in 1..{UV_LEVELS}, got {S}")
-    B = images.shape[0]
-    if i.size and (i.min() < 0 or i.max() > N_PARTS):
-        raise ValueError(f"part indices must lie in 0..{N_PARTS}")
     u, v = np.asarray(u), np.asarray(v)
+    if u.dtype != v.dtype or not (u.dtype == np.uint16 or np.issubdtype(u.dtype, np.floating)):
+        raise TypeError(f"u/v must both be float in [0, 1] or uint16 codes, got {u.dtype}, {v.dtype}")
+    if u.dtype == np.float16:
+        u, v = u.astype(np.float32), v.astype(np.float32)
+    B = images.shape[0]
+    mean_fill = fill is None or (isinstance(fill, str) and fill == "image_mean")
+    fills = np.zeros((B, 3), np.int64) if mean_fill else _fill_values(images, fill)
+    if i.dtype == np.uint64 or i.dtype.itemsize > 8:
+        i = i.astype(np.int64)
     dsap = np.empty((B, N_PARTS, 3, S, S), dtype=np.uint8)
-    dsap[...] = _fill_values(images, fill).astype(np.uint8)[:, None, :, None, None]
     valid = np.empty((B, N_PARTS, S, S), dtype=bool)
-    chunk = max(1, _CHUNK_CELLS // (N_PARTS * S * S))
-    for s in range(0, B, chunk):
-        e = min(s + chunk, B)
-        _warp_into(dsap[s:e], valid[s:e], images[s:e], i[s:e], u[s:e], v[s:e], S)
+    bad = _warp_kernel(np.ascontiguousarray(images), np.ascontiguousarray(i), np.ascontiguousarray(u),
+                       np.ascontiguousarray(v), S, u.dtype == np.uint16, mean_fill, np.ascontiguousarray(fills), dsap, valid)
+    if bad:
+        raise ValueError(f"part indices must lie in 0..{N_PARTS}")
     return dsap, valid
 
 
-# Cells per np.bincount call: the whole batch at once would scatter into arrays far
-# larger than the CPU caches (64 images at S=32 = 1.5M cells, 12 MB per array) and
-# runs ~2x slower than chunks of a few images (bench/bench_warp.py).
-_CHUNK_CELLS = 1 << 17
+@numba.njit(cache=True, nogil=True, inline="always")
+def _cell(q, S: int, codes: bool) -> int:
+    """:func:`priors.iuv.uv_cell` of one value: ``(q * S) >> 16`` for uint16 codes,
+    else ``floor(clip(x, 0, 1) * S)`` in float64 (NaN -> 0), clamped to ``S - 1``."""
+    if codes:
+        return np.int64((np.uint32(q) * np.uint32(S)) >> np.uint32(16))
+    x = np.float64(q)
+    if not x > 0.0:  # negative or NaN
+        x = 0.0
+    elif x > 1.0:
+        x = 1.0
+    return np.int64(min(int(x * S), S - 1))
 
 
-def _warp_into(dsap, valid, images, i, u, v, S: int) -> None:
-    """Warp one chunk of images into the pre-filled ``dsap`` and ``valid`` views."""
+@numba.njit(cache=True, nogil=True)
+def _warp_kernel(images, parts, u, v, S, codes, mean_fill, fills, dsap, valid) -> bool:
+    """Fill ``dsap``/``valid``; True when a part index lies outside 0..24."""
     B, H, W, _ = images.shape
-    flat_i = i.reshape(-1)
-    fg = np.flatnonzero(flat_i != 0)
-    part = flat_i[fg].astype(np.intp) - 1
-    cu = uv_cell(u.reshape(-1)[fg], S)
-    cv = uv_cell(v.reshape(-1)[fg], S)
     SS = S * S
-    cell = ((fg // (H * W)) * N_PARTS + part) * SS + cu * S + cv
-    n_cells = B * N_PARTS * SS
-    count = np.bincount(cell, minlength=n_cells)
-    filled = np.flatnonzero(count)
-    n = count[filled]
-    rgb = np.take(images.reshape(-1, 3), fg, axis=0)
-    sums = _channel_sums(cell, rgb, n_cells, filled, int(n.max()) if n.size else 0)
-    # rounded half up, i.e. (2 * sum + n) // (2 * n); exact in float64 for n < 2**23 pixels per
-    # cell: a non-half quotient lies >= 1 / (2 n) from k + 1/2, far beyond float64 rounding error
-    mean = np.floor(sums / n + 0.5).astype(np.uint8)  # (3, n_filled)
-    flat_out = dsap.reshape(-1)  # a view: dsap is a contiguous slice of the output
-    base = (filled // SS) * (3 * SS) + filled % SS  # cell -> offset of its R value in (B, 24, 3, S, S)
-    for c in range(3):
-        flat_out[base + c * SS] = mean[c]
-    valid[...] = (count > 0).reshape(B, N_PARTS, S, S)
-
-
-_PACK_BITS = 17
-_PACK_MAX_COUNT = ((1 << _PACK_BITS) - 1) // 255  # 514 pixels per cell keep a channel sum < 2**17
-
-
-def _channel_sums(cell: np.ndarray, rgb: np.ndarray, n_cells: int, filled: np.ndarray, max_count: int) -> np.ndarray:
-    """Per-channel integer sums of ``rgb`` over ``cell`` at the ``filled`` cells, shape (3, n_filled) int64.
-
-    Fast path: the three channels packed into 17-bit fields of one float64
-    weight (``r + g * 2**17 + b * 2**34 < 2**51``, exact) and summed with a
-    single ``np.bincount``; valid while no cell holds more than 514 pixels,
-    otherwise one ``np.bincount`` per channel. Both give identical integers.
-    """
-    if max_count <= _PACK_MAX_COUNT:
-        weights = rgb @ np.array([1.0, 2.0**_PACK_BITS, 2.0 ** (2 * _PACK_BITS)])
-        packed = np.bincount(cell, weights=weights, minlength=n_cells)[filled].astype(np.int64)
-        mask = (1 << _PACK_BITS) - 1
-        return np.stack([packed & mask, (packed >> _PACK_BITS) & mask, packed >> (2 * _PACK_BITS)])
-    return np.stack(
-        [np.bincount(cell, weights=rgb[:, c], minlength=n_cells)[filled] for c in range(3)]
-    ).astype(np.int64)
+    n_cells = N_PARTS * SS
+    count = np.empty(n_cells, np.int32)
+    sums = np.empty((n_cells, 3), np.int32)  # < 2**31 while H * W < 8.4 M pixels per cell
+    n_pix = H * W
+    for b in range(B):
+        count[:] = 0
+        sums[:] = 0
+        total_r = total_g = total_b = np.int64(0)
+        for y in range(H):
+            for x in range(W):
+                r, g, bl = images[b, y, x, 0], images[b, y, x, 1], images[b, y, x, 2]
+                total_r += r
+                total_g += g
+                total_b += bl
+                p = np.int64(parts[b, y, x])
+                if p == 0:
+                    continue
+                if p < 0 or p > N_PARTS:
+                    return True
+                k = (p - 1) * SS + _cell(u[b, y, x], S, codes) * S + _cell(v[b, y, x], S, codes)
+                count[k] += 1
+                sums[k, 0] += r
+                sums[k, 1] += g
+                sums[k, 2] += bl
+        if mean_fill:  # the image's own mean, rounded half up: (2 sum + n) // (2 n)
+            f0 = (2 * total_r + n_pix) // (2 * n_pix) if n_pix else 0
+            f1 = (2 * total_g + n_pix) // (2 * n_pix) if n_pix else 0
+            f2 = (2 * total_b + n_pix) // (2 * n_pix) if n_pix else 0
+        else:
+            f0, f1, f2 = fills[b, 0], fills[b, 1], fills[b, 2]
+        for p in range(N_PARTS):
+            for cu in range(S):
+                for cv in range(S):
+                    k = p * SS + cu * S + cv
+                    n = count[k]
+                    if n:
+                        dsap[b, p, 0, cu, cv] = (2 * sums[k, 0] + n) // (2 * n)
+                        dsap[b, p, 1, cu, cv] = (2 * sums[k, 1] + n) // (2 * n)
+                        dsap[b, p, 2, cu, cv] = (2 * sums[k, 2] + n) // (2 * n)
+                    else:
+                        dsap[b, p, 0, cu, cv] = f0
+                        dsap[b, p, 1, cu, cv] = f1
+                        dsap[b, p, 2, cu, cv] = f2
+                    valid[b, p, cu, cv] = n > 0
+    return False
 
 
 def warp_dsap(

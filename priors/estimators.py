@@ -55,6 +55,8 @@ class DenseResult:
     u: np.ndarray
     v: np.ndarray
     status: list[str]
+    quality: dict[str, np.ndarray] | None = None
+    """optional per-image quality columns (B,) each, e.g. ``visible_landmarks``; stored in the stats table"""
 
     def __post_init__(self) -> None:
         if not (self.i.shape == self.u.shape == self.v.shape) or self.i.ndim != 3:
@@ -69,6 +71,8 @@ class ParsingResult:
 
     labels: np.ndarray
     status: list[str]
+    quality: dict[str, np.ndarray] | None = None
+    """optional per-image quality columns (B,) each, e.g. ``visible_landmarks``; stored in the stats table"""
 
 
 @dataclass
@@ -125,7 +129,7 @@ PARSING_BACKENDS = {
 }
 SEGMENTATION_BACKENDS = {
     "densepose": "priors.backends.iuv_parsing:IUVSegmentation",
-    "pose": "priors.backends.pose_parsing:SelfieSegmentation",
+    "pose": "priors.backends.pose_parsing:PoseSegmentation",
     "maskrcnn": "priors.backends.maskrcnn:MaskRCNNSegmentation",
     "oracle": "priors.backends.oracle:OracleSegmentation",
 }

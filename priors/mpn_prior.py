@@ -67,7 +67,10 @@ DILATE_HW = (1, 2)
 """Dilation kernel, rows x columns (Sec. 3.2: "a 1 x 2 kernel")."""
 
 FALLBACK_REASONS = ("", "head_missing", "legs_missing", "head_and_legs_missing", "empty_mask")
-"""Reason codes: index 0 means no fallback."""
+"""Reason codes: index 0 means no fallback. These say the *parts* were absent (or ``M`` empty)."""
+ESTIMATOR_FAILED = "estimator_failed"
+"""The reason ``build-mpn-priors`` stores instead when the parsing source failed on the image
+(``pose_not_found``, ``no_person``, ...): nothing was measured, so nothing is known to be absent."""
 
 
 def feature_map_size(input_hw: tuple[int, int], stride: int = BACKBONE_STRIDE) -> tuple[int, int]:

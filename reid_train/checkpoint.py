@@ -4,18 +4,33 @@ Everything saved is a tensor or a plain container/scalar (dict, list, tuple,
 int, float, str, bool, None): no pickled classes, so loading a checkpoint
 never runs code. The random-number-generator states of Python, NumPy and
 torch (CPU and CUDA) are converted to tensors and lists for the same reason.
-Writes are atomic (temporary file + rename) so a run killed mid-save keeps its
-previous checkpoint.
+Writes are atomic (temporary file + fsync + rename) so a run killed mid-save
+keeps its previous checkpoint; both sides of the rename are write points of
+:data:`storage.fs.faults` (fault injection, ``REID_PRIORS_FAULT_AT``).
 """
 from __future__ import annotations
 
 import os
+import pickle
 import random
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from storage.fs import faults
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be loaded."""
+
+
+class NoCheckpointError(FileNotFoundError):
+    """``--resume`` on a run directory without a checkpoint."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 def seed_everything(seed: int) -> None:
@@ -63,16 +78,26 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    faults.point(f"{path.name} (torn)")
     os.replace(tmp, path)
+    faults.point(path.name)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """``torch.load(path, weights_only=True)``; raises FileNotFoundError clearly."""
+    """``torch.load(path, weights_only=True)``; a missing file is a one-line :class:`NoCheckpointError`."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    return torch.load(path, map_location=map_location, weights_only=True)
+        raise NoCheckpointError(f"no checkpoint at {path}: the run stopped before its first checkpoint "
+                                f"(or --out is wrong); start it again without --resume")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as exc:
+        raise CheckpointError(f"checkpoint {path} is unreadable ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+                              f"restore a copy or start the run again without --resume") from None
 
 
 def model_state(path: str | Path) -> dict[str, torch.Tensor]:

@@ -5,6 +5,12 @@
 sets its paper's settings as defaults. Precedence when a run starts:
 method defaults < ``--config FILE`` (YAML, any subset of fields) < command-line
 flags (``--lr``, ``--pk``, ... and ``--set name=value`` for any field).
+
+``reid_train/configs/NAME.yaml`` holds every method's paper settings, one file
+per method and paper version, each value commented with the section it comes
+from; ``--config NAME`` (e.g. ``--config mpn``) loads one of them. They equal
+the dataclass defaults (``tests/test_configs.py``), so they are a readable copy
+to start from, not a second source of truth.
 """
 from __future__ import annotations
 
@@ -42,7 +48,8 @@ class TrainConfig:
     """
 
     method: str = "baseline"
-    store: str = ""                  # store path, recorded for `reid_train.evaluate`
+    store: str = ""                  # store path or URL: evaluation runs on it (and training, when stores is empty)
+    stores: tuple[str, ...] = ()     # train on the union of these stores (labels offset per store)
     # model
     backbone: str = "resnet50"       # resnet18 | resnet34 | resnet50 | resnet101
     last_stride: int = 2
@@ -78,6 +85,7 @@ class TrainConfig:
     threads: int = 0                 # torch intra-op threads on CPU (0 = all cores)
     log_every: int = 10              # iterations between metrics CSV / TensorBoard rows
     checkpoint_every: int = 0        # iterations between checkpoints (0 = at every epoch end only)
+    checkpoint_minutes: float = 5.0  # also checkpoint when this much wall time passed since the last (0 = off)
     # evaluation
     eval_every: int = 0              # epochs between evaluations (0 = only at the end)
     eval_batch_size: int = 128
@@ -95,9 +103,36 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.P < 2:
             raise ValueError("P must be >= 2: batch-hard mining needs negatives")
+        if not self.checkpoint_minutes >= 0:
+            raise ValueError(f"checkpoint_minutes must be >= 0, got {self.checkpoint_minutes}")
         if self.schedule == "exp" and not self.exp_decay_start < self.epochs:
             raise ValueError("exp_decay_start must be < epochs")
+        self._check_ranges()
         return self
+
+    def _check_ranges(self) -> None:
+        """Values no run can use: non-finite numbers, negative counts or rates (a one-line error at start)."""
+        import math
+
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"{f.name} must be a finite number, got {v}")
+            if f.name.endswith("_weight") and isinstance(v, (int, float)) and v < 0:
+                raise ValueError(f"{f.name} must be >= 0, got {v}")
+        at_least = {"lr": 0, "weight_decay": 0, "warmup_epochs": 0, "backbone_lr_mult": 0, "max_steps": 0,
+                    "workers": 0, "threads": 0, "checkpoint_every": 0, "eval_every": 0, "log_every": 1,
+                    "eval_batch_size": 1, "exp_decay_start": 0}
+        for name, low in at_least.items():
+            if getattr(self, name) < low:
+                raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
+        if not 0 < self.warmup_factor <= 1:
+            raise ValueError(f"warmup_factor must be in (0, 1], got {self.warmup_factor}")
+        if self.gamma <= 0:
+            raise ValueError(f"gamma must be > 0, got {self.gamma}")
+        smoothing = getattr(self, "label_smoothing", 0.0)
+        if not 0 <= smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {smoothing}")
 
 
 def _coerce(value: Any, default: Any, name: str) -> Any:
@@ -111,6 +146,8 @@ def _coerce(value: Any, default: Any, name: str) -> Any:
         if not isinstance(value, bool):
             raise ValueError(f"{name}: expected a boolean, got {value!r}")
         return value
+    if isinstance(default, tuple) and name == "stores":  # paths and URLs: never split, never converted
+        return (str(value),) if isinstance(value, str) else tuple(str(v) for v in value)
     if isinstance(default, tuple):
         if isinstance(value, str):
             value = [v for v in value.replace("x", ",").split(",") if v.strip()]
@@ -164,12 +201,42 @@ def save_config(cfg: TrainConfig, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
-def load_config(path: str | Path, cls: type = TrainConfig, base: TrainConfig | None = None) -> TrainConfig:
-    """Read a YAML file (any subset of ``cls``'s fields) on top of ``base``."""
-    values = yaml.safe_load(Path(path).read_text()) or {}
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def packaged_configs() -> dict[str, Path]:
+    """Name -> file of the YAML configs shipped in ``reid_train/configs``."""
+    return {p.stem: p for p in sorted(CONFIG_DIR.glob("*.yaml"))}
+
+
+def config_path(name_or_path: str | Path) -> Path:
+    """A config file: an existing path, else a packaged config's name (``mpn``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    packaged = packaged_configs()
+    if str(name_or_path) in packaged:
+        return packaged[str(name_or_path)]
+    raise ValueError(f"no config file {name_or_path!r}; packaged configs: {sorted(packaged)}")
+
+
+def read_config(name_or_path: str | Path) -> dict[str, Any]:
+    """The mapping in a config file or packaged config (see :func:`config_path`)."""
+    path = config_path(name_or_path)
+    values = yaml.safe_load(path.read_text()) or {}
     if not isinstance(values, dict):
         raise ValueError(f"{path}: expected a mapping of config fields")
-    return config_from_dict(cls, values, base)
+    return values
+
+
+def load_config(path: str | Path, cls: type = TrainConfig, base: TrainConfig | None = None) -> TrainConfig:
+    """Read a YAML file or packaged config (any subset of ``cls``'s fields) on top of ``base``."""
+    return config_from_dict(cls, read_config(path), base)
+
+
+def train_stores(cfg: TrainConfig) -> list[str]:
+    """The stores a run trains on: ``cfg.stores``, else ``[cfg.store]``."""
+    return list(cfg.stores) if cfg.stores else [cfg.store]
 
 
 def parse_size(text: str) -> tuple[int, int]:

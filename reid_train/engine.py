@@ -6,7 +6,8 @@ loader, optimiser and schedule, then runs ``cfg.epochs`` epochs (or
 it: AMP (bf16/fp16 autocast), channels_last, optional ``torch.compile``, DDP
 when launched by ``torchrun`` (gloo on CPU, nccl on CUDA), a tqdm bar, a
 metrics CSV + TensorBoard, checkpoints at every epoch end (and every
-``checkpoint_every`` iterations), evaluation every ``eval_every`` epochs and
+``checkpoint_every`` iterations, and whenever ``checkpoint_minutes`` of wall
+time passed since the last one, so a kill loses at most that), evaluation every ``eval_every`` epochs and
 at the end, ``metrics.json`` and PNG plots.
 
 Exact resume: the loader's batch at global iteration ``s`` depends only on
@@ -100,24 +101,22 @@ def set_threads(cfg: TrainConfig, dist: Dist) -> int:
 
 
 def store_data(cfg: TrainConfig, requires: tuple[str, ...], dist: Dist, start_step: int) -> Data:
-    """The real data: :class:`reid_train.data.TrainLoader` / ``EvalLoader`` on ``cfg.store``."""
-    from storage import open_store
-
+    """The real data: :class:`reid_train.data.TrainLoader` on the training stores
+    (``cfg.stores``, several: their union, see :class:`reid_train.data.loader.StoreUnion`)
+    and ``EvalLoader`` on ``cfg.store``."""
+    from .config import train_stores
     from .data.augment import AugmentConfig
     from .data.loader import TrainLoader
 
     if not cfg.store:
         raise ValueError("no store given (--store)")
+    stores = train_stores(cfg)
     train = TrainLoader(
-        cfg.store, cfg.P, cfg.K, size=tuple(cfg.size), requires=requires, seed=cfg.seed, workers=cfg.workers,
-        device=dist.device, augment=AugmentConfig(**cfg.augment), rank=dist.rank, world_size=dist.world_size,
-        start_step=start_step,
+        stores if len(stores) > 1 else stores[0], cfg.P, cfg.K, size=tuple(cfg.size), requires=requires,
+        seed=cfg.seed, workers=cfg.workers, device=dist.device, augment=AugmentConfig(**cfg.augment),
+        rank=dist.rank, world_size=dist.world_size, start_step=start_step,
     )
-    num_classes = getattr(train, "num_classes", None)
-    if num_classes is None:
-        index = open_store(cfg.store).ok_index
-        num_classes = int(index.loc[index["split"] == "train", "label"].max()) + 1
-    return Data(train, int(num_classes), store_eval_loader(cfg, requires, dist.device))
+    return Data(train, int(train.num_classes), store_eval_loader(cfg, requires, dist.device))
 
 
 def store_eval_loader(cfg: TrainConfig, requires: tuple[str, ...], device: torch.device
@@ -231,6 +230,8 @@ def train(
 def _train(cfg: TrainConfig, out_dir: Path, resume: bool, init: str | Path | None,
            data_factory: Callable[[TrainConfig, tuple[str, ...], Dist, int], Data]) -> RunResult:
     cfg.validate()
+    # --- state to resume from (checked first: --resume without a checkpoint is one clear line)
+    ckpt = load_checkpoint(out_dir / "checkpoint.pt") if resume else None
     dist = setup_distributed(cfg)
     autocast_context(cfg, dist.device)  # fails early on fp16 without CUDA
     threads = set_threads(cfg, dist)
@@ -240,8 +241,7 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, init: str | Path | Non
         save_config(cfg, out_dir / "config.yaml")
     method_cls = get_method(cfg.method)
 
-    # --- state to resume from, then data positioned at that step ------------
-    ckpt = load_checkpoint(out_dir / "checkpoint.pt") if resume else None
+    # --- data positioned at the checkpoint's step ----------------------------
     step = int(ckpt["step"]) if ckpt else 0
     seed_everything(cfg.seed)
     data = data_factory(cfg, method_cls.requires, dist, step)
@@ -284,8 +284,20 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, init: str | Path | Non
                  cfg.method, data.num_classes, n_params / 1e6, steps_per_epoch, total_steps, threads, device,
                  dist.world_size)
 
+    last_checkpoint = [time.monotonic()]
+
+    def checkpoint_due() -> bool:
+        """Wall-time checkpoints; under DDP rank 0 decides for every rank (all must join the gather)."""
+        due = bool(cfg.checkpoint_minutes) and time.monotonic() - last_checkpoint[0] >= 60 * cfg.checkpoint_minutes
+        if dist.world_size > 1:
+            flag = torch.tensor([int(due)], device=device if device.type == "cuda" else "cpu")
+            torch_dist.broadcast(flag, 0)
+            due = bool(flag.item())
+        return due
+
     def checkpoint() -> None:
         """Rank 0 writes; every rank contributes its RNG state (DDP)."""
+        last_checkpoint[0] = time.monotonic()
         rngs = [rng_state()]
         if dist.world_size > 1:
             rngs = [None] * dist.world_size
@@ -370,7 +382,8 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, init: str | Path | Non
         if epoch_end and bar.disable and dist.main and last_row:
             log.info("epoch %d/%d (iteration %d): %s", step // steps_per_epoch, cfg.epochs, step,
                      "  ".join(f"{k} {v:.4g}" for k, v in last_row.items() if k not in ("step", "epoch")))
-        if epoch_end or step == total_steps or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
+        if (epoch_end or step == total_steps or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
+                or checkpoint_due()):
             epoch = step // steps_per_epoch
             if step == total_steps:
                 final_eval = run_eval(step / steps_per_epoch)

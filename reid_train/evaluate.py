@@ -2,13 +2,18 @@
 
     python -m reid_train.evaluate --run runs/bot
     python -m reid_train.evaluate --run runs/bot --rerank --flip --metric euclidean
+    python -m reid_train.evaluate --run runs/dsa --store stores/cuhk03 --out eval/dsa_on_cuhk03
+    python -m reid_train.evaluate --run runs/bot --visrank 10       # + RUN_DIR/visrank/grid.png
 
-Loads ``RUN_DIR/config.yaml`` and ``RUN_DIR/checkpoint.pt`` (weights-only),
-extracts the method's features, and prints rank-1/5/10, mAP and mINP
+Loads ``RUN_DIR/config.yaml`` and the weights-only ``RUN_DIR/model.pt`` (or,
+for a run still in progress, its ``checkpoint.pt``), extracts the method's
+test features (reading only the store groups they need: DSA-reID and MPN test
+on the image alone, so another store without priors works), and prints
+rank-1/5/10, mAP and mINP
 (Market-1501 protocol, :mod:`reid_train.evaluation.metrics`); with ``--rerank`` also
 after k-reciprocal re-ranking (Zhong et al., CVPR 2017; k1=20, k2=6,
-lambda=0.3 as in AlignedReID Sec. 4). Results go to ``RUN_DIR/evaluation.json``
-and ``RUN_DIR/cmc_evaluation.png``.
+lambda=0.3 as in AlignedReID Sec. 4). Results go to ``evaluation.json`` and
+``cmc_evaluation.png`` in ``--out`` (default: the run folder).
 """
 from __future__ import annotations
 
@@ -21,6 +26,8 @@ from pathlib import Path
 
 import yaml
 
+from storage.cli import ArgumentParser, HelpFormatter, absolute_store, add_quiet, existing_dir, nonnegative_int, positive_int, run_cli, store_path
+
 from .checkpoint import load_checkpoint
 from .config import config_from_dict
 from .engine import extract_features, pick_device, plain, score_features, store_eval_loader
@@ -32,11 +39,16 @@ def load_run(run_dir: str | Path, device: str = "cpu", **overrides) -> Method:
     """The trained method of a run directory, in eval mode on ``device``.
     ``overrides``: config fields to change (e.g. ``store``, ``metric``)."""
     run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.yaml); train one with reid_train.fit")
     values = yaml.safe_load((run_dir / "config.yaml").read_text())
     cls = get_method(values.get("method", "baseline"))
-    # the weights come from the checkpoint: never re-read an ImageNet file
+    # the weights come from the run: never re-read an ImageNet file
     cfg = config_from_dict(cls.Config, {**values, **overrides, "pretrained": ""})
-    ckpt = load_checkpoint(run_dir / "checkpoint.pt")
+    weights = run_dir / "model.pt" if (run_dir / "model.pt").is_file() else run_dir / "checkpoint.pt"
+    if not weights.is_file():
+        raise FileNotFoundError(f"{run_dir} has no model.pt or checkpoint.pt yet (training has not checkpointed)")
+    ckpt = load_checkpoint(weights)
     method = cls(cfg, int(ckpt["num_classes"]))
     method.load_state_dict(ckpt["model"])
     return method.to(pick_device(device)).eval()
@@ -48,10 +60,9 @@ def summary_line(name: str, res: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m reid_train.evaluate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", required=True, help="run directory written by reid_train.fit")
-    p.add_argument("--store", help="store to evaluate on (default: the run's training store)")
+    p = ArgumentParser(prog="python -m reid_train.evaluate", description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("--run", required=True, type=existing_dir, help="run folder written by reid_train.fit")
+    p.add_argument("--store", type=store_path, help="store to evaluate on (default: the run's training store)")
     p.add_argument("--rerank", action="store_true", help="also report k-reciprocal re-ranking")
     p.add_argument("--k1", type=int, default=20, help="re-ranking k1 (default 20)")
     p.add_argument("--k2", type=int, default=6, help="re-ranking k2 (default 6)")
@@ -61,18 +72,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flip", action="store_true", default=None,
                    help="average the features of each image and its mirror (default: the run's flip_eval)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
-    p.add_argument("--batch-size", type=int, default=128, help="evaluation batch size (default 128)")
-    p.add_argument("--out", help="JSON file for the results (default RUN_DIR/evaluation.json)")
+    p.add_argument("--batch-size", type=positive_int, default=128, help="evaluation batch size (default 128)")
+    add_quiet(p, help="only warnings, errors and the result lines")
+    p.add_argument("--out", help="folder for evaluation.json and cmc_evaluation.png (default: the run folder; "
+                                 "a path ending in .json names the results file itself)")
+    p.add_argument("--visrank", type=nonnegative_int, default=0, metavar="N",
+                   help="draw the N worst queries by AP with their ranked gallery into visrank/ under --out (default the run folder) "
+                        "(grid.png, one PNG per query, visrank.json; on the plain, not re-ranked, distance; "
+                        "default 0 = none)")
+    p.add_argument("--visrank-topk", type=positive_int, default=10, metavar="K",
+                   help="gallery images shown per query with --visrank (default 10)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     run = Path(args.run)
     overrides = {"eval_batch_size": args.batch_size}
     if args.store:
-        overrides["store"] = str(args.store)
+        overrides["store"] = absolute_store(args.store)
     if args.metric:
         overrides["metric"] = args.metric
     if args.flip is not None:
@@ -83,8 +103,15 @@ def main(argv: list[str] | None = None) -> int:
     distance = args.metric or method.distance  # --metric wins over a method's fixed distance
 
     if not cfg.store:
-        raise SystemExit("the run records no store: pass --store")
-    loader = store_eval_loader(cfg, method.requires, device)
+        raise ValueError("the run records no store: pass --store")
+    from storage import open_store
+
+    store = open_store(cfg.store)
+    missing = [g for g in method.eval_requires if not store.has_group(g)]
+    if missing:
+        raise ValueError(f"{cfg.method}'s test features read {', '.join(missing)}, which {cfg.store} lacks "
+                         f"(build it there, or evaluate on another --store)")
+    loader = store_eval_loader(cfg, method.eval_requires, device)
     t0 = time.perf_counter()
     q = extract_features(method, loader("query"), cfg, device)
     g = extract_features(method, loader("gallery"), cfg, device)
@@ -108,14 +135,25 @@ def main(argv: list[str] | None = None) -> int:
         results["rerank"] = res
         curves["re-ranked"] = res["cmc"]
         print(summary_line("re-ranked", res))
-    out = Path(args.out) if args.out else run / "evaluation.json"
+    if args.out and args.out.endswith(".json"):
+        out, folder = Path(args.out), run
+    else:
+        folder = Path(args.out) if args.out else run
+        out = folder / "evaluation.json"
+    folder.mkdir(parents=True, exist_ok=True)
+    if args.visrank > 0:
+        from .evaluation.visrank import visrank_for_run
+
+        vis = visrank_for_run(method, q, g, folder / "visrank", n=args.visrank, topk=args.visrank_topk,
+                              metric=args.metric, run=str(run))
+        print(f"visrank: {len(vis['queries'])} worst queries -> {folder / 'visrank' / 'grid.png'}")
     out.write_text(json.dumps(plain(results), indent=2))
     from .plots import plot_cmc
 
-    plot_cmc(curves, run / "cmc_evaluation.png", max_rank=min(20, max_rank), title=f"CMC ({cfg.method})")
+    plot_cmc(curves, folder / "cmc_evaluation.png", max_rank=min(20, max_rank), title=f"CMC ({cfg.method})")
     print(f"wrote {out}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

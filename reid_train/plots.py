@@ -26,8 +26,11 @@ def plot_losses(csv_path: str | Path, png_path: str | Path) -> Path | None:
     cols = min(3, len(panels))
     rows = int(np.ceil(len(panels) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+    few = len(df) < 30  # a line needs two points: mark each logged point so one row still shows
     for ax, name in zip(axes.flat, panels):
-        ax.plot(df["step"], df[name], lw=1.2, color="tab:red" if name == "lr" else "tab:blue")
+        ax.plot(df["step"], df[name], lw=1.2, color="tab:red" if name == "lr" else "tab:blue",
+                marker="o" if few else None, ms=4)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # iterations
         ax.set_title(name)
         ax.set_xlabel("iteration")
         ax.grid(alpha=0.3)

@@ -5,7 +5,8 @@
 >>> s.index.groupby("split").size()   # doctest: +SKIP
 """
 from .provenance import SCHEMA_VERSION, make_provenance, same_provenance
-from .store import GroupView, Store, StoreError, contiguous_runs, open_store, read_rows
+from .fs import LockError
+from .store import GroupView, Store, StoreError, UnitError, contiguous_runs, open_store, read_rows
 from .writer import (
     UnitWriter,
     create_store,
@@ -18,8 +19,10 @@ from .writer import (
 __all__ = [
     "SCHEMA_VERSION",
     "GroupView",
+    "LockError",
     "Store",
     "StoreError",
+    "UnitError",
     "UnitWriter",
     "contiguous_runs",
     "create_store",

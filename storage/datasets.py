@@ -15,7 +15,15 @@
 Nothing is dropped silently: a file whose name does not parse is a ``skipped`` row with reason
 ``unparsable_name``; other skip reasons are ``junk`` (Market pid -1), ``not_an_image`` (extension not an
 image, e.g. Market's ``Thumbs.db``), ``camera_out_of_range``, ``missing_file`` (listed but absent),
-``unparsable_line`` (MSMT17 list line) and ``bad_manifest_row`` (CSV). Rows are sorted by
+``unparsable_line`` (MSMT17 list line) and ``bad_manifest_row`` (CSV).
+
+Every entry of a split folder whose name has an image extension is a row, whatever it is. Before a row
+stays ``ok``, :func:`scan_dataset` looks at the path without opening it: ``broken_link`` (dangling link,
+link loop), ``not_a_file`` (a directory named ``x.jpg``, a FIFO, a device such as a link to
+``/dev/zero``), ``outside_root`` (the path, or a link, resolves outside the dataset root or the CSV's
+folder: refused unless ``allow_outside_root=True``), ``unreadable`` (e.g. a name too long for the OS).
+File names that are not valid UTF-8 are kept: ``relpath`` holds them with each undecodable byte written
+``\\xNN`` (:func:`escape_name`; :func:`source_path` maps them back) and ``detail`` says so. Rows are sorted by
 (train, query, gallery) then ``relpath``, so two scans of the same tree give the same table.
 
 Adding a dataset = one ``@register_dataset("name")`` function yielding ``Entry`` tuples.
@@ -24,7 +32,10 @@ Adding a dataset = one ``@register_dataset("name")`` function yielding ``Entry``
 from __future__ import annotations
 
 import csv
+import io
+import os
 import re
+import stat
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import NamedTuple
@@ -39,6 +50,8 @@ __all__ = [
     "Entry",
     "register_dataset",
     "scan_dataset",
+    "escape_name",
+    "source_path",
     "summarize",
 ]
 
@@ -82,16 +95,77 @@ def register_dataset(name: str):
     return decorate
 
 
-def scan_dataset(name: str, root: str | Path, **options) -> pd.DataFrame:
+def escape_name(name: str) -> str:
+    """A file name as the OS gave it (undecodable bytes as surrogates) -> valid UTF-8 text, ``\\xNN`` per byte."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+_ESCAPED_BYTE = re.compile(rb"\\x([0-9a-f]{2})")
+
+
+def source_path(root: str | Path, relpath: str) -> str:
+    """The file behind an index ``relpath`` (undoes :func:`escape_name` when the literal name is absent)."""
+    path = os.path.join(os.fspath(root), relpath)
+    if "\\x" not in relpath or os.path.lexists(path):
+        return path
+    raw = _ESCAPED_BYTE.sub(lambda m: bytes([int(m.group(1), 16)]), relpath.encode("utf-8"))
+    return os.path.join(os.fspath(root), os.fsdecode(raw))
+
+
+def check_entry(base: Path, relpath: str, allow_outside_root: bool = False) -> tuple[str, str] | None:
+    """``(reason, detail)`` when the path of an ok row must not be read, else None (never opens it)."""
+    path = os.path.join(base, relpath)
+    try:
+        st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode):
+            try:
+                target = os.path.realpath(path, strict=True)
+            except OSError as e:
+                return "broken_link", f"symbolic link that does not resolve ({type(e).__name__}: {e.strerror or e})"
+        else:
+            target = os.path.realpath(path)
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "missing_file", "listed but absent"
+    except OSError as e:
+        return "unreadable", f"{type(e).__name__}: {e.strerror}"
+    if stat.S_ISDIR(st.st_mode):
+        return "not_a_file", "a directory"
+    if not stat.S_ISREG(st.st_mode):
+        return "not_a_file", "not a regular file (FIFO, device or socket)"
+    root = os.path.realpath(base)
+    if not allow_outside_root and os.path.commonpath([root, target]) != root:
+        return "outside_root", (f"resolves to {escape_name(target)}, outside {escape_name(root)}; "
+                                f"pass allow_outside_root=True to ingest it")
+    return None
+
+
+def scan_dataset(name: str, root: str | Path, allow_outside_root: bool = False, **options) -> pd.DataFrame:
     """List the files of dataset ``name`` under ``root`` as a table (see the module docstring).
 
     ``frame.attrs['root']`` is the folder the relpaths are relative to (``root`` itself, or the CSV's folder
-    when ``root`` is a manifest file): read images as ``Path(frame.attrs['root']) / relpath``.
+    when ``root`` is a manifest file): read images as ``source_path(frame.attrs['root'], relpath)``.
+    ``allow_outside_root``: keep rows whose path or link target lies outside that folder.
     """
     if name not in DATASETS:
         raise KeyError(f"unknown dataset {name!r}; registered: {sorted(DATASETS)}")
     dataset, base, entries = DATASETS[name](Path(root), **options)
-    frame = pd.DataFrame(list(entries), columns=list(Entry._fields))
+    checked = []
+    for e in entries:
+        if e.status == "ok":
+            bad = check_entry(base, e.relpath, allow_outside_root)
+            if bad is not None:
+                e = e._replace(status="skipped", reason=bad[0], detail=bad[1])
+        escaped = escape_name(e.relpath)
+        if escaped != e.relpath:
+            note = "file name is not UTF-8: undecodable bytes written \\xNN in relpath"
+            e = e._replace(relpath=escaped, detail=f"{e.detail}; {note}" if e.detail else note)
+        checked.append(e._replace(detail=escape_name(e.detail)))
+    frame = pd.DataFrame(checked, columns=list(Entry._fields))
     frame.insert(0, "dataset", dataset)
     frame = frame.astype({"pid": "int64", "camid": "int64"})
     for column in ("dataset", "split", "relpath", "status", "reason", "detail"):
@@ -132,10 +206,11 @@ def scan_market_style(
             raise FileNotFoundError(
                 f"{directory} is missing: expected {base}/{{{','.join(MARKET_FOLDERS.values())}}}/"
             )
-        for path in sorted(p for p in directory.iterdir() if p.is_file()):
+        for path in sorted(directory.iterdir()):
             relpath = path.relative_to(root).as_posix()
             if path.suffix.lower() not in IMAGE_SUFFIXES:
-                entries.append(skipped(split, relpath, "not_an_image", f"extension {path.suffix!r}"))
+                if path.is_file():  # sub-folders and special files without an image name are not listed
+                    entries.append(skipped(split, relpath, "not_an_image", f"extension {path.suffix!r}"))
                 continue
             match = pattern.fullmatch(path.stem)
             if match is None:
@@ -249,21 +324,40 @@ def csv_manifest(root: Path, manifest: str = "manifest.csv", dataset: str = "csv
     """A CSV manifest with header ``path,pid,camid,split`` for any other dataset.
 
     ``root`` is the CSV file itself or the folder holding ``manifest``; ``path`` is relative to the CSV's
-    folder or absolute (kept absolute when outside that folder). ``split`` is train|query|gallery.
-    pid < 0 is junk (skipped), as in Market-1501. ``camid`` is stored as written. ``relpath`` is then
-    relative to the CSV's folder, whichever form ``root`` took. Rows with a bad split, pid or camid are
-    ``bad_manifest_row`` (reported under split 'train' when the split itself is the problem).
+    folder or absolute. ``split`` is train|query|gallery. pid < 0 is junk (skipped), as in Market-1501.
+    ``camid`` is stored as written. ``relpath`` is then relative to the CSV's folder, whichever form ``root``
+    took (absolute for absolute paths outside it; those, and ``../`` paths, become ``outside_root`` rows
+    unless ``allow_outside_root``). Rows with a bad split, pid or camid are ``bad_manifest_row`` (reported
+    under split 'train' when the split itself is the problem).
+
+    The file is read as UTF-8 (a byte-order mark is skipped); bytes that are not UTF-8 (a latin-1 manifest)
+    are kept like non-UTF-8 file names, so such paths still find their files. A header that lacks a column
+    or names one twice, or a manifest without rows, is a one-line ``ValueError``.
     """
     csv_path = root if root.is_file() else root / manifest
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"{csv_path} is missing: expected a CSV manifest (path,pid,camid,split)")
     folder = csv_path.parent
-    with csv_path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        missing = {"path", "pid", "camid", "split"} - set(reader.fieldnames or ())
-        if missing:
-            raise ValueError(f"{csv_path}: header lacks {sorted(missing)}; expected path,pid,camid,split")
-        rows = list(reader)
+    text = csv_path.read_bytes().decode("utf-8", "surrogateescape")
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = [h.strip() for h in next(reader, [])]
+    if not header:
+        raise ValueError(f"{csv_path} is empty; expected a header path,pid,camid,split")
+    twice = sorted({h for h in header if header.count(h) > 1})
+    if twice:
+        raise ValueError(f"{csv_path}: header names {twice} more than once; expected path,pid,camid,split")
+    missing = {"path", "pid", "camid", "split"} - set(header)
+    if missing:
+        raise ValueError(f"{csv_path}: header lacks {sorted(missing)}; expected path,pid,camid,split")
+    col = {h: i for i, h in enumerate(header)}
+    rows = [(number, line) for number, line in enumerate(reader, start=2) if any(f.strip() for f in line)]
+    if not rows:
+        raise ValueError(f"{csv_path} lists no images (only a header)")
     entries = []
-    for number, row in enumerate(rows, start=2):  # line 1 is the header
+    for number, line in rows:
+        row = {h: (line[i] if i < len(line) else None) for h, i in col.items()}
         raw = (row["path"] or "").strip()
         path = Path(raw)
         if path.is_absolute():
@@ -272,21 +366,23 @@ def csv_manifest(root: Path, manifest: str = "manifest.csv", dataset: str = "csv
             relpath = path.as_posix()
         written_split = (row["split"] or "").strip()
         split = written_split if written_split in SPLITS else "train"  # a bad split is reported on a train row
+        if len(line) != len(header):
+            detail = f"line {number}: {len(line)} fields, the header has {len(header)}"
+            entries.append(skipped(split, relpath, "bad_manifest_row", detail))
+            continue
         try:
             pid, camid = int(row["pid"]), int(row["camid"])
         except (TypeError, ValueError):
-            detail = f"line {number}: pid={row['pid']!r} camid={row['camid']!r} are not integers"
+            detail = f"line {number}: pid={escape_name(str(row['pid']))!r} camid={escape_name(str(row['camid']))!r} are not integers"
             entries.append(skipped(split, relpath, "bad_manifest_row", detail))
             continue
         if not raw or written_split not in SPLITS:
-            detail = "empty path" if not raw else f"split {written_split!r} not in {SPLITS}"
+            detail = "empty path" if not raw else f"split {escape_name(written_split)!r} not in {SPLITS}"
             entries.append(skipped(split, relpath, "bad_manifest_row", f"line {number}: {detail}", pid, camid))
         elif path.suffix.lower() not in IMAGE_SUFFIXES:
-            entries.append(skipped(split, relpath, "not_an_image", f"extension {path.suffix!r}", pid, camid))
-        elif not (folder / relpath).is_file():
-            entries.append(skipped(split, relpath, "missing_file", f"line {number}", pid, camid))
+            entries.append(skipped(split, relpath, "not_an_image", f"extension {escape_name(path.suffix)!r}", pid, camid))
         elif pid < 0:
             entries.append(skipped(split, relpath, "junk", f"pid {pid} < 0", pid, camid))
         else:
-            entries.append(Entry(split, pid, camid, relpath))
+            entries.append(Entry(split, pid, camid, relpath))  # scan_dataset checks the file itself
     return dataset, folder, entries

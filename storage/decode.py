@@ -13,6 +13,14 @@
   Pillow raise "image file is truncated". CMYK/YCCK JPEGs are first validated by a strict simplejpeg
   decode (so truncation is caught the same way), then converted by Pillow, which knows about the Adobe
   inverted-CMYK marker.
+* **PNG chunk CRCs are checked** (Pillow checks them for ancillary chunks but not for ``IDAT``): a CRC
+  mismatch in any chunk is ``corrupt``. JPEG has no checksum: libjpeg's strict mode catches garbled entropy
+  data that desynchronises the Huffman decoder (most of it, see ``tests/test_decode.py``); a garble that
+  happens to stay a valid Huffman stream cannot be told from a real image.
+* **Files are never read whole before their size is known**: ``read_and_check`` stats the path first;
+  anything that is not a regular file (a directory, FIFO, device) is ``not_a_file`` and never opened,
+  and a file over ``max_bytes`` (default 16 MiB, ~100x a large re-ID crop) is ``too_large``.
+* **Details never hold file contents** (only sizes, signatures' names and decoder messages).
 * **Sizes are checked from the header, before any pixel is decoded**: ``absurd_size`` when
   ``min(H, W) < min_side`` (default 8) or ``max(H, W) > max_side`` (default 8192) or
   ``max(H, W) / min(H, W) > max_aspect`` (default 10, i.e. H/W outside [0.1, 10]).
@@ -45,7 +53,8 @@ Multi-frame files (GIF, TIFF) give their first frame, with a ``warning``. EXIF o
 
 Reason codes of ``BadImage`` (``REASONS``): ``missing_file``, ``unreadable`` (I/O error, a directory),
 ``empty_file``, ``not_an_image`` (no image signature Pillow knows), ``corrupt`` (an image signature, but
-the data do not decode), ``truncated``, ``absurd_size``, ``unsupported_mode``.
+the data do not decode or a PNG CRC fails), ``truncated``, ``absurd_size``, ``unsupported_mode``,
+``not_a_file`` (directory, FIFO, device), ``too_large`` (over ``max_bytes``).
 
 ``resize_rgb`` uses ``cv2.INTER_AREA`` when neither side grows (area averaging, no aliasing) and
 ``cv2.INTER_LINEAR`` as soon as one side grows (INTER_AREA degenerates to blocky output on upsampling).
@@ -55,6 +64,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import stat
+import zlib
 from dataclasses import dataclass
 from os import PathLike
 
@@ -83,7 +95,10 @@ REASONS = (
     "truncated",
     "absurd_size",
     "unsupported_mode",
+    "not_a_file",
+    "too_large",
 )
+DEFAULT_MAX_BYTES = 16 << 20
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -144,16 +159,43 @@ def read_and_check(
     max_side: int = 8192,
     max_aspect: float = 10.0,
     strict_jpeg: bool = True,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> DecodedImage:
     """Read ``path`` and decode it to 8-bit RGB, or raise ``BadImage`` (see the module docstring)."""
     try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file (FIFO, device or socket)"
+            raise BadImage("not_a_file", kind)
+        if st.st_size > max_bytes:
+            raise BadImage("too_large", f"{st.st_size} bytes > {max_bytes} (max_bytes)")
         with open(path, "rb") as f:
-            data = f.read()
+            data = f.read(min(st.st_size, max_bytes) + 1)
     except FileNotFoundError as e:
-        raise BadImage("missing_file", str(e)) from None
-    except OSError as e:  # IsADirectoryError, PermissionError, EIO, ...
-        raise BadImage("unreadable", f"{type(e).__name__}: {e}") from None
+        raise BadImage("missing_file", f"{type(e).__name__}: {e.strerror}") from None
+    except OSError as e:  # PermissionError, EIO, ELOOP, ENAMETOOLONG, ...
+        raise BadImage("unreadable", f"{type(e).__name__}: {e.strerror}") from None
+    if len(data) > st.st_size:
+        raise BadImage("unreadable", f"the file grew while it was read (stat said {st.st_size} bytes)")
     return decode_bytes(data, min_side=min_side, max_side=max_side, max_aspect=max_aspect, strict_jpeg=strict_jpeg)
+
+
+def check_png_crcs(data: bytes) -> None:
+    """Walk the PNG chunks up to IEND; a CRC mismatch is ``corrupt``, a cut chunk ``truncated``."""
+    pos = len(_PNG_MAGIC)
+    while True:
+        if pos + 12 > len(data):
+            raise BadImage("truncated", f"PNG ends inside the chunk at byte {pos} (no IEND)")
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        kind = data[pos + 4:pos + 8]
+        end = pos + 12 + length
+        if end > len(data):
+            raise BadImage("truncated", f"PNG chunk {kind.decode('latin-1')!r} at byte {pos} is cut")
+        if zlib.crc32(data[pos + 4:pos + 8 + length]) != int.from_bytes(data[end - 4:end], "big"):
+            raise BadImage("corrupt", f"PNG chunk {kind.decode('latin-1')!r} at byte {pos}: CRC mismatch")
+        if kind == b"IEND":
+            return
+        pos = end
 
 
 def decode_bytes(
@@ -169,6 +211,8 @@ def decode_bytes(
         raise BadImage("empty_file", "0 bytes")
     bounds = dict(min_side=min_side, max_side=max_side, max_aspect=max_aspect)
     sha = hashlib.sha256(data).hexdigest()
+    if data.startswith(_PNG_MAGIC):
+        check_png_crcs(data)
     if data.startswith(_JPEG_MAGIC):
         try:
             height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
@@ -225,8 +269,8 @@ def _pillow_decode(data: bytes, sha: str, bounds: dict) -> DecodedImage:
         raise BadImage("absurd_size", str(e)) from None
     except UnidentifiedImageError:
         if data.startswith(_IMAGE_MAGICS):
-            raise BadImage("corrupt", f"image signature {data[:4]!r} but Pillow cannot read the header") from None
-        raise BadImage("not_an_image", f"unknown signature {data[:8]!r}") from None
+            raise BadImage("corrupt", f"{_signature_name(data)} signature but Pillow cannot read the header") from None
+        raise BadImage("not_an_image", f"no image signature Pillow knows ({len(data)} bytes)") from None
     except Exception as e:  # noqa: BLE001 - plugins raise anything on damaged headers
         raise _classify_pillow_error(e) from None
     width, height = im.size
@@ -244,6 +288,12 @@ def _pillow_decode(data: bytes, sha: str, bounds: dict) -> DecodedImage:
         mode = f"{mode};16"  # IHDR bit depth; Pillow has already kept the high byte of each sample
     rgb, converted = _to_rgb8(im, mode)
     return DecodedImage(np.ascontiguousarray(rgb), height, width, sha, mode, converted, warning)
+
+
+def _signature_name(data: bytes) -> str:
+    names = {_JPEG_MAGIC: "JPEG", _PNG_MAGIC: "PNG", b"GIF87a": "GIF", b"GIF89a": "GIF", b"BM": "BMP",
+             b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"RIFF": "RIFF/WebP"}
+    return next((v for k, v in names.items() if data.startswith(k)), "image")
 
 
 def _classify_pillow_error(e: Exception) -> BadImage:

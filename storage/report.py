@@ -7,13 +7,18 @@
 * :func:`write_report` -- ``python -m storage report STORE --out DIR``: the same
   summary plus every view of :mod:`storage.views` that applies to the groups
   present, as ``index.html`` and PNGs, for a quick look over SSH (copy the
-  folder back, or ``python -m http.server`` in it).
+  folder back, or ``python -m http.server`` in it). With ``--run RUN`` (a
+  training run directory, repeatable) also the run's ranked results: the
+  ``RUN/visrank/`` folder ``python -m reid_train.evaluate --run RUN --visrank N``
+  writes (read as files: storage never imports the training package).
 """
 from __future__ import annotations
 
 import html
 import json
 import os
+import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -166,13 +171,47 @@ nav a{margin-right:14px}
 """
 
 
-def write_report(store, out_dir: str | os.PathLike, max_examples: int = 6) -> Path:
+def visrank_section(runs: Sequence[str | os.PathLike], out: Path) -> list[str]:
+    """HTML of the runs' ranked results (``RUN/visrank/visrank.json`` + ``grid.png``,
+    copied into ``out``), worst queries first; a note with the command for a run without them."""
+    body = ["<h2 id=\"ranked\">Ranked results</h2>"]
+    used: set[str] = set()
+    for run in runs:
+        run = Path(run)
+        vis = run / "visrank"
+        if not (vis / "visrank.json").is_file() or not (vis / "grid.png").is_file():
+            body.append(f"<p class=\"note\">run <code>{_e(run)}</code> has no ranked results &mdash; draw them with "
+                        f"<code>python -m reid_train.evaluate --run {_e(run)} --visrank 10</code></p>")
+            continue
+        summary = json.loads((vis / "visrank.json").read_text())
+        name, k = f"visrank_{run.name}.png", 1
+        while name in used:
+            k += 1
+            name = f"visrank_{run.name}_{k}.png"
+        used.add(name)
+        shutil.copyfile(vis / "grid.png", out / name)
+        body.append(f"<h3>{_e(summary.get('method', ''))} <small><code>{_e(run)}</code></small></h3>"
+                    f"<div>mAP {100 * summary['mAP']:.2f}% over {_e(summary['num_queries'])} queries "
+                    f"({_e(summary.get('metric', ''))} distance); the {len(summary['queries'])} worst by AP, "
+                    f"top-{_e(summary['topk'])} framed green (same identity) / red, missed true matches "
+                    "dashed at the end</div>")
+        rows = [[q["order"] + 1, q["image_id"], q["pid"], q["camid"], f"{q['ap']:.3f}", q["first_match_rank"],
+                 len(q["missed"]), f"<code>{_e(q['relpath'])}</code>"] for q in summary["queries"]]
+        body.append(_table(["#", "image_id", "pid", "cam", "AP", "first match rank", "missed", "file"], rows,
+                           {0, 1, 2, 3, 4, 5, 6}))
+        body.append(_img(name, f"ranked results of {run}"))
+    return body
+
+
+def write_report(store, out_dir: str | os.PathLike, max_examples: int = 6,
+                 runs: Sequence[str | os.PathLike] = ()) -> Path:
     """Write ``out_dir/index.html`` and one PNG per view; returns the path of ``index.html``.
 
     Views: dataset statistics, the three worst-case galleries, then for
     ``max_examples`` images spread over the store the IUV overlay, the 24
     DSAP-images and the MPN prior. A view whose group is missing is skipped
-    with a note naming the command that builds it.
+    with a note naming the command that builds it. ``runs``: training run
+    directories whose ranked results (:func:`visrank_section`) are shown last.
     """
     from . import views
 
@@ -188,7 +227,8 @@ def write_report(store, out_dir: str | os.PathLike, max_examples: int = 6) -> Pa
 
     body = [f"<h1>reid-priors report: {_e(store.attrs.get('dataset'))}</h1>",
             "<nav><a href=\"#summary\">summary</a><a href=\"#stats\">dataset statistics</a>"
-            "<a href=\"#worst\">worst cases</a><a href=\"#examples\">examples</a></nav>",
+            "<a href=\"#worst\">worst cases</a><a href=\"#examples\">examples</a>"
+            + ("<a href=\"#ranked\">ranked results</a>" if runs else "") + "</nav>",
             "<h2 id=\"summary\">Summary</h2>", store_html_summary(store),
             "<h2 id=\"stats\">Dataset statistics (per camera)</h2>",
             _img(_save(views.show_dataset_stats(store), out, "dataset_stats.png"), "dataset statistics")]
@@ -220,6 +260,8 @@ def write_report(store, out_dir: str | os.PathLike, max_examples: int = 6) -> Pa
             if ok:
                 body.append(_img(_save(show(store, iid), out, f"{tag}_{iid:06d}.png"), f"{tag} of image {iid}"))
         body.append("</div>")
+    if runs:
+        body += visrank_section(runs, out)
     page = ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>reid-priors report: {_e(store.attrs.get('dataset'))}</title><style>{PAGE_CSS}</style></head>"
             f"<body>{''.join(body)}</body></html>")
@@ -228,4 +270,4 @@ def write_report(store, out_dir: str | os.PathLike, max_examples: int = 6) -> Pa
     return index
 
 
-__all__ = ["store_html_summary", "write_report", "example_ids", "missing_groups"]
+__all__ = ["store_html_summary", "write_report", "example_ids", "missing_groups", "visrank_section"]

@@ -9,6 +9,8 @@ Layout of ``STORE/`` (a local directory or an fsspec URL)::
     priors/dsap/, priors/mpn/ prior arrays, axis 0 = image_id
     tables/<group>/<table>/part-<unit>.parquet    per-unit tables (stats, failures)
     units/<group>/<unit>.json                      completion markers
+    locks/<group>.lock        while a process writes that group (one writer per group)
+    creating.json             only while ingest creates the store (an interrupted creation)
 
 Every array is chunked along N by ``unit_size`` images, so one *write unit*
 (images ``[k*unit_size, (k+1)*unit_size)``) is exactly one chunk per array. A
@@ -16,11 +18,26 @@ unit counts as written only once its marker exists; the marker is written
 last, atomically, and holds sha256 checksums of the unit's data. A killed run
 therefore leaves no unit that looks complete but is not, and a re-run
 rewrites the unfinished units deterministically (see :mod:`storage.writer`).
+
+Readers never see unverified data: :attr:`Store.images` and
+:attr:`GroupView.arrays` are :class:`CheckedArray` s, which check a unit's
+marker and the checksum of its decoded rows the first time this ``Store``
+object reads that unit (the check hashes the chunk the read decodes anyway: no
+extra decode). Markers hold two checksums of each array's unit: sha256
+(``checksums``, what ``verify`` compares) and CRC-32 (``crc32``, what readers
+compare: 3x faster, and any accidental change of the data — a flipped bit, a
+swapped or zero-filled chunk — changes it except with probability 2^-32). A unit without marker, or whose data do not match, raises
+:class:`UnitError` naming the unit and ``python -m storage verify``; zarr's
+fill value never reaches a batch.
 """
 from __future__ import annotations
 
+import hashlib
 import html
 import os
+import threading
+import weakref
+import zlib
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -35,12 +52,105 @@ from .provenance import SCHEMA_VERSION
 
 ATTRS_KEY = "reid_priors"
 INDEX = "index.parquet"
+CREATING = "creating.json"
 SPLITS = ("train", "query", "gallery")
 DEFAULT_UNIT_SIZE = 32
 
 
 class StoreError(RuntimeError):
     """A store that cannot be opened or is inconsistent."""
+
+
+class UnitError(StoreError):
+    """A unit a reader asked for is not written or does not match its checksum."""
+
+
+def data_checksum(arr: np.ndarray) -> str:
+    """sha256 over dtype, shape and the bytes of ``arr`` (the checksum kept in unit markers)."""
+    a = np.ascontiguousarray(arr)
+    h = hashlib.sha256()
+    h.update(f"{a.dtype.str}{a.shape}".encode())
+    h.update(memoryview(a).cast("B") if a.size else b"")
+    return h.hexdigest()
+
+
+def data_crc32(arr: np.ndarray) -> int:
+    """CRC-32 over dtype, shape and bytes of ``arr``: the readers' check (3x faster than sha256)."""
+    a = np.ascontiguousarray(arr)
+    crc = zlib.crc32(f"{a.dtype.str}{a.shape}".encode())
+    return zlib.crc32(memoryview(a).cast("B"), crc) if a.size else crc
+
+
+def _row_range(key, n: int) -> tuple[int, int] | None:
+    """Rows ``[a, b)`` along axis 0 that ``array[key]`` touches, or None when not a plain int/slice."""
+    first = key[0] if isinstance(key, tuple) and key else key
+    if isinstance(key, tuple) and not key or first is Ellipsis:
+        return 0, n
+    if isinstance(first, (int, np.integer)):
+        i = int(first) + (n if int(first) < 0 else 0)
+        return (i, i + 1) if 0 <= i < n else None
+    if isinstance(first, slice):
+        a, b, step = first.indices(n)
+        return (a, max(a, b)) if step == 1 else (0, n)
+    return None
+
+
+class CheckedArray:
+    """A zarr array (axis 0 = image rows, chunked by units) whose units are checked on first read.
+
+    ``array[key]`` for int/slice keys along axis 0 reads the unit-aligned block once, checks every
+    not yet checked unit in it against ``units/<group>/<k>.json`` and returns the requested rows.
+    Every other attribute is the zarr array's.
+    """
+
+    def __init__(self, array: zarr.Array, store: "Store", group: str, name: str):
+        self._array, self._store, self._group, self._name = array, store, group, name
+        self._unit = int(array.chunks[0])
+
+    def __getattr__(self, attr: str):
+        return getattr(self._array, attr)
+
+    def __len__(self) -> int:
+        return int(self._array.shape[0])
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[:]
+        return out.astype(dtype) if dtype is not None else out
+
+    def __getitem__(self, key):
+        n = int(self._array.shape[0])
+        rows = _row_range(key, n)
+        if rows is None:  # fancy indexing: check everything first
+            self._check(0, n, None)
+            return self._array[key]
+        a, b = rows
+        if b <= a:
+            return self._array[key]
+        u = self._unit
+        ua, ub = a // u * u, min(n, -(-b // u) * u)
+        if self._store._units_checked(self._group, self._name, ua // u, (ub - 1) // u):
+            return self._array[key]
+        block = np.asarray(self._array[ua:ub])
+        self._check(ua, ub, block)
+        rest = key[1:] if isinstance(key, tuple) else ()
+        first = key[0] if isinstance(key, tuple) else key
+        if isinstance(first, slice):
+            first = slice(a - ua, b - ua)
+        else:
+            first = a - ua
+        return block[(first, *rest)]
+
+    def _check(self, ua: int, ub: int, block: np.ndarray | None) -> None:
+        u, store = self._unit, self._store
+        for k in range(ua // u, -(-ub // u)):
+            if store._units_checked(self._group, self._name, k, k):
+                continue
+            s, e = k * u, min(ub if block is not None else self._array.shape[0], (k + 1) * u)
+            data = block[s - ua:e - ua] if block is not None else np.asarray(self._array[s:e])
+            store._check_unit(self._group, self._name, k, s, e, data)
+
+    def __repr__(self) -> str:
+        return f"<checked {self._group}/{self._name} {tuple(self._array.shape)} {self._array.dtype}>"
 
 
 def compressor() -> BloscCodec:
@@ -90,8 +200,16 @@ class GroupView:
         return dict(self.zgroup.attrs.get("provenance", {}))
 
     @cached_property
-    def arrays(self) -> dict[str, zarr.Array]:
+    def raw_arrays(self) -> dict[str, zarr.Array]:
+        """The zarr arrays, unchecked (for writers and ``verify``)."""
         return {k: v for k, v in sorted(self.zgroup.arrays())}
+
+    @cached_property
+    def arrays(self) -> dict[str, "CheckedArray"]:
+        """The arrays; every unit is checked against its marker on its first read."""
+        if not self.store.check_reads:
+            return dict(self.raw_arrays)
+        return {k: CheckedArray(v, self.store, self.name, k) for k, v in self.raw_arrays.items()}
 
     def read(self, array: str, ids) -> np.ndarray:
         return read_rows(self.arrays[array], ids)
@@ -119,14 +237,28 @@ class GroupView:
 class Store:
     """Read access to a store; writers come from :mod:`storage.writer`."""
 
-    def __init__(self, url: str | os.PathLike, mode: str = "r"):
+    def __init__(self, url: str | os.PathLike, mode: str = "r", check_reads: bool = True):
         self._fs = StoreFS(url)
+        self.check_reads = bool(check_reads)  # False only to measure what the checks cost (bench_loader)
         self.url = self._fs.url
         self.mode = mode
+        self._locks: list = []
+        self._checked: set[tuple[str, str, int]] = set()
+        self._checked_lock = threading.Lock()
+        weakref.finalize(self, _release_all, self._locks)
+        if self._fs.local and os.path.isfile(self._fs.root):
+            raise StoreError(f"{url} is a file, not a store directory")
+        if self._fs.exists(CREATING):
+            raise StoreError(f"{url}: creating this store was interrupted; re-run the same "
+                             f"`python -m pipelines ingest` command to finish it")
         if not self._fs.exists("zarr.json"):
             raise StoreError(f"{url} is not a store (no zarr.json); create one with `python -m pipelines ingest`")
-        self.root = self._fs.open_zarr("r" if mode == "r" else "r+")
-        attrs = dict(self.root.attrs.get(ATTRS_KEY, {}))
+        try:
+            self.root = self._fs.open_zarr("r" if mode == "r" else "r+")
+            attrs = dict(self.root.attrs.get(ATTRS_KEY, {}))
+        except Exception as exc:  # noqa: BLE001 - a damaged zarr.json: any parser error
+            raise StoreError(f"{url}: the root zarr.json is unreadable ({type(exc).__name__}: {exc}); "
+                             f"the store is damaged") from None
         if not attrs:
             raise StoreError(f"{url} is a Zarr group but not a reid-priors store (no '{ATTRS_KEY}' attributes)")
         version = attrs.get("schema_version")
@@ -170,8 +302,60 @@ class Store:
 
     # ---- arrays ------------------------------------------------------
     @property
-    def images(self) -> zarr.Array:
-        return self.root["images"]
+    def raw_images(self) -> zarr.Array:
+        """The images array, unchecked (for writers and ``verify``)."""
+        try:
+            return self.root["images"]
+        except KeyError:
+            raise StoreError(f"{self.url} has no images array metadata (images/zarr.json): the store is damaged; "
+                             f"run `python -m storage verify {self.url}`") from None
+
+    @property
+    def images(self) -> CheckedArray:
+        """(N, H, W, 3) uint8; every unit is checked against its marker on its first read."""
+        if not self.check_reads:
+            return self.raw_images
+        return CheckedArray(self.raw_images, self, "images", "images")
+
+    # ---- reader checks (see the module docstring) -------------------------
+    def _units_checked(self, group: str, name: str, k0: int, k1: int) -> bool:
+        c = self._checked
+        return all((group, name, k) in c for k in range(k0, k1 + 1))
+
+    def _check_unit(self, group: str, name: str, k: int, start: int, stop: int, data: np.ndarray) -> None:
+        marker = f"units/{group}/{k:06d}.json"
+        hint = f"run `python -m storage verify {self.url}` and re-run the command that builds {group}"
+        try:
+            meta = self._fs.read_json(marker)
+        except FileNotFoundError:
+            raise UnitError(f"{self.url}: unit {k} of {group} (rows {start}..{stop - 1}) is not written "
+                            f"(no completion marker {marker}); {hint}") from None
+        except (ValueError, OSError) as exc:
+            raise UnitError(f"{self.url}: unit {k} of {group}: marker {marker} is unreadable ({exc}); {hint}") from None
+        crc = (meta.get("crc32") or {}).get(name)
+        if crc is not None:  # markers since issue 15: CRC-32 for readers, sha256 for verify
+            good = crc == data_crc32(data)
+        else:
+            good = (meta.get("checksums") or {}).get(name) == data_checksum(data)
+        if meta.get("start") != start or meta.get("stop") != stop or not good:
+            raise UnitError(f"{self.url}: unit {k} of {group} (rows {start}..{stop - 1}): '{name}' does not match "
+                            f"the checksum in {marker}; {hint}")
+        with self._checked_lock:
+            self._checked.add((group, name, k))
+
+    def hold_lock(self, name: str, what: str = "") -> None:
+        """Take the writer lock ``name`` for as long as this Store object lives (or :meth:`close`)."""
+        self._locks.append(self._fs.lock(name, what))
+
+    def close(self) -> None:
+        """Release the writer locks this object holds."""
+        _release_all(self._locks)
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def read_images(self, ids) -> np.ndarray:
         return read_rows(self.images, ids)
@@ -270,9 +454,17 @@ class Store:
         return store_html_summary(self)
 
 
-def open_store(url: str | os.PathLike, mode: str = "r") -> Store:
-    """Open a store for reading (``mode='r'``) or for adding groups (``'r+'``)."""
-    return Store(url, mode=mode)
+def _release_all(locks: list) -> None:
+    while locks:
+        locks.pop().release()
+
+
+def open_store(url: str | os.PathLike, mode: str = "r", check_reads: bool = True) -> Store:
+    """Open a store for reading (``mode='r'``) or for adding groups (``'r+'``).
+
+    ``check_reads=False`` turns off the per-unit marker + checksum check of readers: only for
+    measuring its cost; a reader then may see zeros for a missing unit."""
+    return Store(url, mode=mode, check_reads=check_reads)
 
 
 def escape(x: Any) -> str:

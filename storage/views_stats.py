@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
 from priors.dsap import PART_NAMES
 from storage.store import SPLITS
@@ -36,7 +37,7 @@ from .views_priors import draw_strips
 
 WORST_KINDS = ("coverage", "fallback", "failures")
 REASON_COLORS = {"head_missing": "#ff7f0e", "legs_missing": "#9467bd", "head_and_legs_missing": FALLBACK_COLOR,
-                 "empty_mask": "#7f7f7f"}
+                 "empty_mask": "#7f7f7f", "estimator_failed": "#17becf"}
 
 
 def _worst_coverage(store, n: int) -> tuple[pd.DataFrame, str]:
@@ -46,8 +47,9 @@ def _worst_coverage(store, n: int) -> tuple[pd.DataFrame, str]:
     lines = []
     for _, r in worst.iterrows():
         why = fails.loc[fails["image_id"] == r["image_id"], "reason"].unique().tolist()
+        low = str(r["low_quality"]) if "low_quality" in r and r["low_quality"] else ""
         lines.append(f"coverage {r['coverage']:.0%}, {int(r['parts_present'])}/24 parts"
-                     + (f"\n{', '.join(why)}" if why else ""))
+                     + (f"\n{', '.join(why)}" if why else f"\nlow quality: {low}" if low else ""))
     out = pd.DataFrame({"image_id": worst["image_id"].to_numpy(), "caption": lines,
                         "flag": (worst["coverage"].to_numpy() == 0)})
     return out, f"lowest DSAP coverage of {len(cov)} images (mean {cov['coverage'].mean():.0%})"
@@ -59,11 +61,18 @@ def _worst_fallback(store, n: int) -> tuple[pd.DataFrame, str]:
     # identities with most fallbacks first, then by image id
     fb["pid_fallbacks"] = fb.groupby("pid")["image_id"].transform("size")
     fb = fb.sort_values(["pid_fallbacks", "pid", "image_id"], ascending=[False, True, True], kind="stable").head(n)
-    lines = [f"{r['fallback_reason']}\n"
-             f"head {int(r['head_px'])} px, legs {int(r['left_leg_px'])}/{int(r['right_leg_px'])}"
-             for _, r in fb.iterrows()]
+    lines = [_fallback_caption(r) for _, r in fb.iterrows()]
     out = pd.DataFrame({"image_id": fb["image_id"].to_numpy(), "caption": lines, "flag": True})
     return out, f"MPN fallbacks: {int(st['fallback'].sum())} of {len(st)} images ({st['fallback'].mean():.0%})"
+
+
+def _fallback_caption(r: pd.Series) -> str:
+    """Why an image fell back: the estimator failed (and how), or the parts it measured were absent."""
+    if r["fallback_reason"] == "estimator_failed":
+        status = r["parsing_status"] if "parsing_status" in r else "?"
+        return f"estimator failed\n({status}: nothing measured)"
+    return (f"{r['fallback_reason']} (parts absent)\n"
+            f"head {int(r['head_px'])} px, legs {int(r['left_leg_px'])}/{int(r['right_leg_px'])}")
 
 
 def _worst_failures(store, n: int) -> tuple[pd.DataFrame, str]:
@@ -153,18 +162,19 @@ def _coverage_heatmap(fig, ax, store, ok: pd.DataFrame) -> None:
     cov = group_table(store, DSAP_GROUP, "coverage").merge(ok[["image_id", "camid"]], on="image_id")
     cols = [f"cov_{p}" for p in PART_NAMES]
     per_cam = cov.groupby("camid")[cols].mean()
-    table = np.concatenate([per_cam.to_numpy().T, cov[cols].mean().to_numpy()[:, None]], axis=1)  # (24, C+1)
+    # in % of cells, like the numbers printed in the cells and the colour bar
+    table = 100.0 * np.concatenate([per_cam.to_numpy().T, cov[cols].mean().to_numpy()[:, None]], axis=1)  # (24, C+1)
     labels = [f"cam {int(c)}" for c in per_cam.index] + ["all"]
-    im = ax.imshow(table, cmap="viridis", vmin=0, vmax=max(float(table.max()), 1e-6), aspect="auto")
+    im = ax.imshow(table, cmap="viridis", vmin=0, vmax=max(float(table.max()), 1e-4), aspect="auto")
     ax.set_yticks(range(24), [f"{p + 1} {n}" for p, n in enumerate(PART_NAMES)], fontsize=7)
     ax.set_xticks(range(len(labels)), labels, fontsize=7, rotation=45, ha="right")
     ax.axvline(len(labels) - 1.5, color="white", lw=2)
     if table.size <= 24 * 12:
         for (y, x), val in np.ndenumerate(table):
-            ax.text(x, y, f"{val * 100:.0f}", ha="center", va="center", fontsize=5.5,
+            ax.text(x, y, f"{val:.0f}", ha="center", va="center", fontsize=5.5,
                     color="white" if val < 0.6 * table.max() else "black")
     ax.set_title("DSAP coverage per part (% of cells), per camera", fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.05, pad=0.02, label="mean coverage")
+    fig.colorbar(im, ax=ax, fraction=0.05, pad=0.02, label="mean coverage (% of cells)")
 
 
 def _fallback_bars(ax, store, ok: pd.DataFrame, colors) -> None:
@@ -228,6 +238,7 @@ def _images_per_camera(ax, ok: pd.DataFrame) -> None:
     ax.tick_params(labelsize=7)
     ax.legend(fontsize=7, frameon=False, ncols=3, loc="upper center", bbox_to_anchor=(0.5, 1.0))
     ax.set_ylim(0, max(1, bottom.max()) * 1.25)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # image counts: whole numbers
     ax.set_title(f"images per camera ({len(ok)} ok, {ok['pid'].nunique()} identities)", fontsize=9)
 
 

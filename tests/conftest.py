@@ -36,7 +36,7 @@ def one_torch_thread():
 
 @pytest.fixture(scope="session")
 def prefect_api(tmp_path_factory):
-    """One temporary Prefect API for every flow test of the session."""
+    """One temporary Prefect API for the tests of the Prefect path (local flow runs need none)."""
     os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect_home"))
     from prefect.testing.utilities import prefect_test_harness
 
@@ -57,15 +57,15 @@ def synthetic_world(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def synthetic_store(tmp_path_factory, synthetic_world, prefect_api) -> Path:
+def synthetic_store(tmp_path_factory, synthetic_world) -> Path:
     """The synthetic world ingested at 128x64 with oracle DSAP (S=32) and MPN priors for a 128x64 input."""
     from pipelines.build_dsap import build_dsap_flow
     from pipelines.build_mpn import build_mpn_flow
     from pipelines.ingest import ingest_flow
 
     store = tmp_path_factory.mktemp("store") / "store"
-    ingest_flow(dataset="market1501", root=str(synthetic_world), store=str(store), size="128x64", unit_size=8,
+    ingest_flow(dataset="market1501", root=str(synthetic_world), store=str(store), image_size="128x64", unit_size=8,
                 progress=False)
-    build_dsap_flow(store=str(store), estimator="oracle", S=32, progress=False)
+    build_dsap_flow(store=str(store), estimator="oracle", dsap_size=32, progress=False)
     build_mpn_flow(store=str(store), parsing="oracle", segmentation="oracle", input_size="128x64", progress=False)
     return store

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -219,12 +220,14 @@ def test_csv_manifest(tmp_path):
         ("train", -1, -1, "imgs/a.jpg", "skipped", "bad_manifest_row"),
         ("train", 1, 1, "imgs/a.jpg", "skipped", "bad_manifest_row"),
         ("query", 3, 2, "imgs/b.png", "ok", ""),
-        ("gallery", 5, 1, outside, "ok", ""),
+        ("gallery", 5, 1, outside, "skipped", "outside_root"),
         ("gallery", 3, 1, "imgs/c.jpg", "ok", ""),
         ("gallery", -1, 1, "imgs/junk.jpg", "skipped", "junk"),
         ("gallery", 4, 1, "imgs/missing.jpg", "skipped", "missing_file"),
         ("gallery", 4, 1, "imgs/notes.txt", "skipped", "not_an_image"),
     ]
+    opted_in = scan_dataset("csv", folder, allow_outside_root=True)
+    assert opted_in.loc[opted_in["relpath"] == outside, "status"].tolist() == ["ok"]
     (folder / "bad.csv").write_text("file,pid,camid,split\n")
     with pytest.raises(ValueError, match="path"):
         scan_dataset("csv", folder / "bad.csv")
@@ -311,3 +314,27 @@ def test_mini_market1501_real_layout():
     assert (df.loc[df["split"] != "train", "label"] == -1).all()
     assert set(df["camid"]) == set(range(1, 7))
     assert set(df.query("split == 'query'")["pid"]) == set(df.query("split == 'gallery'")["pid"])
+
+
+def test_csv_manifest_encodings_and_bad_headers(tmp_path):
+    """Issue 15: BOM, latin-1, a duplicated column, a header without rows, a 300-character name, ../ paths."""
+    folder = tmp_path / "m"
+    _touch(folder, "a.jpg")
+    name = "caf\xe9.jpg".encode("latin-1")  # a latin-1 file name, listed by a latin-1 manifest
+    (folder / os.fsdecode(name)).write_bytes(b"x")
+    (tmp_path / "outside.jpg").write_bytes(b"x")
+    (folder / "bom.csv").write_bytes("\ufeffpath,pid,camid,split\na.jpg,1,1,train\n".encode("utf-8"))
+    assert _rows(scan_dataset("csv", folder / "bom.csv")) == [("train", 1, 1, "a.jpg", "ok", "")]
+    (folder / "latin1.csv").write_bytes(b"path,pid,camid,split\n" + name + b",2,1,train\n../outside.jpg,3,1,train\n"
+                                        + b"x" * 300 + b".jpg,4,1,train\n")
+    df = scan_dataset("csv", folder / "latin1.csv")
+    got = {r.relpath: (r.status, r.reason) for r in df.itertuples()}
+    assert got["caf\\xe9.jpg"] == ("ok", "")  # escaped in the index, found on disk
+    assert got["../outside.jpg"] == ("skipped", "outside_root")
+    assert got["x" * 300 + ".jpg"] == ("skipped", "unreadable")
+    assert "not UTF-8" in df.loc[df["relpath"] == "caf\\xe9.jpg", "detail"].item()
+    for text, match in (("path,pid,camid,split,pid\na.jpg,1,1,train,2\n", r"names \['pid'\] more than once"),
+                        ("path,pid,camid,split\n", "lists no images"), ("", "is empty")):
+        (folder / "bad.csv").write_text(text)
+        with pytest.raises(ValueError, match=match):
+            scan_dataset("csv", folder / "bad.csv")

@@ -55,7 +55,7 @@ def test_empty_missing_directory_and_random_bytes(tmp_path):
     assert _reason(_write(tmp_path, "empty.jpg", b"")) == "empty_file"
     assert _reason(tmp_path / "does_not_exist.jpg") == "missing_file"
     (tmp_path / "folder.jpg").mkdir()
-    assert _reason(tmp_path / "folder.jpg") == "unreadable"
+    assert _reason(tmp_path / "folder.jpg") == "not_a_file"
     noise = np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes()
     assert _reason(_write(tmp_path, "noise.jpg", b"\x00" + noise)) == "not_an_image"
     assert _reason(_write(tmp_path, "text.png", b"hello, world\n" * 20)) == "not_an_image"
@@ -91,7 +91,7 @@ def test_truncated_and_corrupt_png_and_other_formats(tmp_path):
     flipped = bytearray(png)
     flipped[len(png) // 2] ^= 0xFF  # inside IDAT: zlib stream broken
     assert _reason(_write(tmp_path, "flip.png", bytes(flipped))) == "corrupt"
-    assert _reason(_write(tmp_path, "header.png", png[:40])) == "corrupt"  # PNG signature, header cut
+    assert _reason(_write(tmp_path, "header.png", png[:40])) == "truncated"  # PNG signature, header cut (CRC walk)
     for fmt in ("BMP", "GIF", "TIFF"):
         data = _encode(image, fmt)
         assert _reason(_write(tmp_path, f"half.{fmt.lower()}", data[: len(data) // 2])) == "truncated", fmt

@@ -378,3 +378,20 @@ def test_flip_rejects_inconsistent_mirror_flags():
     d = rng.integers(0, 256, (24, 3, 2, 2), dtype=np.uint8)
     fd, fv = flip_dsap(*flip_dsap(d, val, mirror_v=all_mirror), mirror_v=all_mirror)
     assert np.array_equal(fd, d)
+
+
+def test_out_of_range_and_nan_uv_clip_like_uv_cell_and_signed_parts_checked():
+    """The compiled kernel clips u/v as priors.iuv.uv_cell does (NaN -> 0, <0 -> 0, >1 -> S-1),
+    in float64 as well as float32, and rejects negative part indices of signed dtypes."""
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (4, 5, 3), dtype=np.uint8)
+    i = np.array([[1, 2, 3, 4, 5]] * 4, np.int16)
+    u = np.array([[np.nan, -0.5, 1.5, 0.3, 1.0]] * 4, np.float64)
+    v = np.array([[0.2, np.nan, -3.0, 7.0, 0.99]] * 4, np.float64)
+    d, valid = warp_dsap(image, i, u, v, S=6)
+    clip = lambda a: np.where(np.isnan(a), 0.0, np.clip(a, 0, 1))  # noqa: E731
+    rd, rv = reference_warp(image, i, clip(u), clip(v), 6)
+    assert np.array_equal(d, rd) and np.array_equal(valid, rv)
+    assert valid[0, 0, 1] and valid[1, 0, 0] and valid[2, 5, 0] and valid[3, 1, 5]
+    with pytest.raises(ValueError, match="0..24"):
+        warp_dsap(image, np.where(i == 3, -1, i).astype(np.int16), u, v, S=6)

@@ -1,4 +1,5 @@
-"""build-dsap and build-mpn-priors flows on the synthetic world: results, resume, Dask, kill."""
+"""build-dsap and build-mpn-priors flows on the synthetic world: results, resume, refusals naming the
+changed setting, a local process pool, Dask, a Prefect flow run, kill."""
 from __future__ import annotations
 
 import hashlib
@@ -28,7 +29,7 @@ def _digest(root: Path, skip: tuple[str, ...] = ()) -> dict[str, str]:
 
 def _fresh_store(tmp_path: Path, world: Path, name: str, unit_size: int = 8) -> Path:
     store = tmp_path / name
-    ingest_flow(dataset="market1501", root=str(world), store=str(store), size="128x64", unit_size=unit_size,
+    ingest_flow(dataset="market1501", root=str(world), store=str(store), image_size="128x64", unit_size=unit_size,
                 progress=False)
     return store
 
@@ -76,35 +77,95 @@ def test_oracle_dsap_same_colour_in_same_cells(synthetic_store):
     assert np.median(same) < 0.5 * np.median(diff)
 
 
-def test_rerun_resumes_and_other_settings_are_refused(synthetic_store, prefect_api):
-    again = build_dsap_flow(store=str(synthetic_store), estimator="oracle", S=32, progress=False)
-    assert again["units_written"] == 0
-    with pytest.raises(StoreError, match="other settings"):
-        build_dsap_flow(store=str(synthetic_store), estimator="oracle", S=16, progress=False)
+def test_rerun_resumes_and_other_settings_are_refused_by_name(synthetic_store):
+    again = build_dsap_flow(store=str(synthetic_store), estimator="oracle", dsap_size=32, progress=False)
+    assert again["units_written"] == 0 and again["units_skipped"] == len(open_store(synthetic_store).units())
+    with pytest.raises(StoreError, match=r"S was 32, now 16 \(--dsap-size\)"):
+        build_dsap_flow(store=str(synthetic_store), estimator="oracle", dsap_size=16, progress=False)
+    with pytest.raises(StoreError, match=r"K was 6, now 4 \(--parts\)"):
+        build_mpn_flow(store=str(synthetic_store), parsing="oracle", segmentation="oracle", input_size="128x64",
+                       parts=4, progress=False)
+    with pytest.raises(StoreError, match=r"input_size was \[128, 64\], now \[256, 128\] \(--input-size\)"):
+        build_mpn_flow(store=str(synthetic_store), parsing="oracle", segmentation="oracle", input_size="256x128",
+                       progress=False)
+    assert open_store(synthetic_store).group("priors/mpn").provenance["params"]["K"] == 6  # untouched
 
 
-def test_rewarp_with_other_S_reuses_the_estimate(tmp_path, synthetic_world, prefect_api):
+def test_rewarp_with_other_S_reuses_the_estimate(tmp_path, synthetic_world):
     store = _fresh_store(tmp_path, synthetic_world, "s")
-    build_dsap_flow(store=str(store), estimator="oracle", S=32, progress=False)
+    build_dsap_flow(store=str(store), estimator="oracle", dsap_size=32, progress=False)
     iuv_before = _digest(store / "estimates")
-    build_dsap_flow(store=str(store), estimator="oracle", S=8, overwrite=True, progress=False)
+    build_dsap_flow(store=str(store), estimator="oracle", dsap_size=8, overwrite=True, progress=False)
     s = open_store(store)
     assert s.group("priors/dsap").arrays["dsap"].shape[-1] == 8
     assert _digest(store / "estimates") == iuv_before  # the estimator did not run again
 
 
-def test_dask_two_workers_equal_single_process(tmp_path, synthetic_world, prefect_api, monkeypatch):
+def _build_both(store: Path, **how) -> None:
+    build_dsap_flow(store=str(store), estimator="oracle", progress=False, **how)
+    build_mpn_flow(store=str(store), parsing="oracle", segmentation="oracle", input_size="128x64", progress=False,
+                   **how)
+
+
+@pytest.mark.parametrize("how", [{"workers": 2}, {"dask_workers": 2}], ids=["process-pool", "dask"])
+def test_two_processes_equal_one(tmp_path, synthetic_world, monkeypatch, how):
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
-    one = _fresh_store(tmp_path, synthetic_world, "one")
+    one = _fresh_store(tmp_path, synthetic_world, "one", unit_size=4)
     two = tmp_path / "two"
     shutil.copytree(one, two)
-    for store, workers in ((one, 0), (two, 2)):
-        build_dsap_flow(store=str(store), estimator="oracle", units_per_task=1, dask_workers=workers, progress=False)
-        build_mpn_flow(store=str(store), parsing="oracle", segmentation="oracle", input_size="128x64",
-                       units_per_task=1, dask_workers=workers, progress=False)
+    _build_both(one, workers=1)
+    _build_both(two, **how)
     assert verify_store(open_store(two)).ok
     a, b = _digest(one), _digest(two)
     assert a.keys() == b.keys() and a == b
+
+
+def test_prefect_flow_run_reports_every_batch_and_writes_the_same_store(tmp_path, synthetic_world, prefect_api,
+                                                                         monkeypatch):
+    """The deployments' flows (pipelines.flows) run the same functions as Prefect flow and task runs."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from pipelines import flows
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    local = _fresh_store(tmp_path, synthetic_world, "local", unit_size=4)
+    served = tmp_path / "served"
+    shutil.copytree(local, served)
+    build_dsap_flow(store=str(local), estimator="oracle", progress=False)
+    # workers=2: the task runs go to Prefect's process pool (the README cycle covers the default thread pool)
+    import datetime
+
+    t0 = datetime.datetime.now(datetime.timezone.utc)
+    # workers=2: the task runs go to Prefect's process pool in a "scale-out" subflow
+    # (the README cycle covers the default thread pool)
+    state = flows.build_dsap_flow(store=str(served), estimator="oracle", units_per_task=2, workers=2, progress=False,
+                                  return_state=True)
+    assert state.is_completed() and _digest(local) == _digest(served)
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))[0]
+        tasks = [t for t in client.read_task_runs() if t.name.startswith("dsap_units") and t.start_time >= t0]
+    n_units = len(open_store(served).units())
+    assert run.state.is_completed()
+    assert len(tasks) == -(-n_units // 2) and all(t.state.is_completed() for t in tasks)
+
+
+def test_cli_reports_to_the_server_when_prefect_api_url_is_set(tmp_path, synthetic_world, prefect_api):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    store = _fresh_store(tmp_path, synthetic_world, "s")
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, "PREFECT_LOGGING_LEVEL": "ERROR"}
+
+    def runs() -> int:
+        with get_client(sync_client=True) as client:
+            return len(client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["build-dsap"]))))
+
+    before = runs()
+    out = subprocess.run([sys.executable, "-m", "pipelines", "build-dsap", "--store", str(store), "--estimator",
+                          "oracle", "-q"], env=env, cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert runs() == before + 1 and verify_store(open_store(store)).ok
 
 
 SLOW_WRITER = """
@@ -120,15 +181,14 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_build_dsap_cli_kill_and_resume(tmp_path, synthetic_world, prefect_api):
+def test_build_dsap_cli_kill_and_resume(tmp_path, synthetic_world):
     clean = _fresh_store(tmp_path, synthetic_world, "clean", unit_size=4)
     killed = tmp_path / "killed"
     shutil.copytree(clean, killed)
-    env = {**os.environ, "SOURCE_DATE_EPOCH": "1700000000", "PREFECT_LOGGING_LEVEL": "ERROR",
-           "PREFECT_API_URL": prefect_api}
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {"SOURCE_DATE_EPOCH": "1700000000"}
     script = tmp_path / "slow.py"
     script.write_text(SLOW_WRITER)
-    args = ["build-dsap", "--estimator", "oracle", "--units-per-task", "1", "--no-progress", "--store"]
+    args = ["build-dsap", "--estimator", "oracle", "--workers", "1", "--quiet", "--store"]
     subprocess.run([sys.executable, "-m", "pipelines", *args, str(clean)], check=True, env=env, cwd=ROOT,
                    capture_output=True)
     proc = subprocess.Popen([sys.executable, str(script), *args, str(killed)], env=env, cwd=ROOT,
@@ -148,7 +208,7 @@ def test_build_dsap_cli_kill_and_resume(tmp_path, synthetic_world, prefect_api):
     assert _digest(killed) == _digest(clean)
 
 
-def test_densepose_sources_need_an_iuv_group(tmp_path, synthetic_world, prefect_api):
+def test_densepose_sources_need_an_iuv_group(tmp_path, synthetic_world):
     store = _fresh_store(tmp_path, synthetic_world, "s")
     with pytest.raises(ValueError, match="run build-dsap first"):
         build_mpn_flow(store=str(store), parsing="densepose", segmentation="oracle", progress=False)

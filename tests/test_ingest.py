@@ -75,10 +75,10 @@ def test_plan_accounts_for_every_file(tmp_path):
     assert (index.loc[index["status"] != "ok", "image_id"] >= len(ok)).all()
 
 
-def test_ingest_flow_bad_corpus(tmp_path, prefect_api):
+def test_ingest_flow_bad_corpus(tmp_path):
     expect = bad_market_tree(tmp_path / "m")
     summary = ingest_flow(dataset="market1501", root=str(tmp_path / "m"), store=str(tmp_path / "s"),
-                          size="32x16", unit_size=4, progress=False)
+                          image_size="32x16", unit_size=4, progress=False)
     n_ok = sum(1 for s, _ in expect.values() if s == "ok")
     assert summary["images"] == n_ok and summary["index_rows"] == len(expect)
     assert summary["by_reason"]["failed:truncated"] == 1 and summary["by_reason"]["skipped:duplicate"] == 1
@@ -88,11 +88,11 @@ def test_ingest_flow_bad_corpus(tmp_path, prefect_api):
     assert np.array_equal(np.unique(s.image(gray)), [100])  # gray 100 -> (100, 100, 100), resized
     # a re-run resumes: nothing rewritten
     again = ingest_flow(dataset="market1501", root=str(tmp_path / "m"), store=str(tmp_path / "s"),
-                        size="32x16", unit_size=4, progress=False)
+                        image_size="32x16", unit_size=4, progress=False)
     assert again["units_written"] == 0 and again["images"] == 0
 
 
-def test_ingest_mini_market_counts(tmp_path, prefect_api, capsys):
+def test_ingest_mini_market_counts(tmp_path, capsys):
     root = need_shared_data(MINI_MARKET)
     ingest_flow(dataset="market1501", root=str(root), store=str(tmp_path / "s"), progress=False)
     capsys.readouterr()

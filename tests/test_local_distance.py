@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from reid_train.evaluation import threads
 from reid_train.evaluation.local_distance import (LocalDistanceRows, local_distance, local_distance_blocks,
-                                       paired_local_distance, shortest_path_distance)
+                                                  local_distance_cpu, paired_local_distance,
+                                                  shortest_path_distance)
 
 
 
@@ -65,13 +67,15 @@ def test_shortest_path_hand_made_matrix():
 
 
 def test_identical_sequences_give_the_minimal_distance():
-    """One-hot parts a*e_i: d_ii ~ 0, d_ij = tanh(a / sqrt 2); a path must
+    """One-hot parts a*e_i: d_ii = 0, d_ij = tanh(a / sqrt 2); a path must
     cross H - 1 off-diagonal cells, so S = (H - 1) tanh(a / sqrt 2)."""
     h, a = 6, 3.0
     x = a * torch.eye(h, 10, dtype=torch.float64)[None]
     t = math.tanh(a / math.sqrt(2))
     got = local_distance(x, x)[0, 0].item()
-    assert got == pytest.approx((h - 1) * t + h * math.tanh(0.5e-6), abs=1e-9)
+    assert got == pytest.approx((h - 1) * t, abs=1e-9)  # d_ii = 0 exactly without a gradient
+    with_grad = local_distance(x.clone().requires_grad_(True), x)[0, 0].item()
+    assert with_grad == pytest.approx((h - 1) * t + h * math.tanh(0.5e-6), abs=1e-9)  # sqrt(1e-12) floor
     others = torch.randn(20, h, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * a
     assert (local_distance(x, others) > got).all()
 
@@ -88,8 +92,9 @@ def test_shifted_sequence_is_aligned():
     x = (torch.arange(h, dtype=torch.float64)[:, None] * a * u)[None]
     y = ((torch.arange(h, dtype=torch.float64) - s)[:, None] * a * u)[None]
     want = 2 * sum(math.tanh(a * m / 2) for m in range(1, s + 1)) + (h - 1 - s) * math.tanh(a / 2)
-    eps = (h - s) * math.tanh(0.5e-6)  # the zero cells: sqrt is taken of max(x^2, 1e-12)
-    assert paired_local_distance(x, y).item() == pytest.approx(want + eps, abs=1e-9)
+    eps = (h - s) * math.tanh(0.5e-6)  # with a gradient, sqrt is taken of max(x^2, 1e-12)
+    assert paired_local_distance(x, y).item() == pytest.approx(want, abs=1e-9)
+    assert paired_local_distance(x.requires_grad_(True), y).item() == pytest.approx(want + eps, abs=1e-9)
     assert want < h * math.tanh(a * s / 2)
     i, j = torch.meshgrid(torch.arange(h), torch.arange(h), indexing="ij")
     d = torch.tanh(a * (i - j + s).abs().double() / 2).requires_grad_(True)
@@ -146,3 +151,67 @@ def test_coincident_features_have_finite_gradients():
     x = torch.randn(3, 4, 6, requires_grad=True)
     local_distance(x).sum().backward()  # the diagonal pairs compare identical rows
     assert torch.isfinite(x.grad).all()
+
+
+def duplicates_and_near_duplicates(seed=7, n=6, h=8, c=128, scale=3.0):
+    """ReLU-like local features of realistic magnitude (|f|^2 ~ 500), each query
+    repeated exactly in the gallery and once more with 1e-3 noise."""
+    rng = np.random.default_rng(seed)
+    base = np.abs(rng.standard_normal((n, 1, c))) * scale       # rows of one image are alike
+    q = np.abs(base + rng.standard_normal((n, h, c)) * 0.05).astype(np.float32)
+    near = (q + rng.standard_normal(q.shape).astype(np.float32) * 1e-3).astype(np.float32)
+    others = (np.abs(rng.standard_normal((3, h, c))) * scale).astype(np.float32)
+    return q, np.concatenate([q, near, others])
+
+
+def double_loop_float64(q, g):
+    return np.array([[naive_local_distance(a.astype(np.float64), b.astype(np.float64)) for b in g] for a in q])
+
+
+def test_duplicates_exact_against_float64_double_loop():
+    """Issue 14, defect 2: |a|^2 + |b|^2 - 2 a.b in float32 cancels for (near-)identical
+    parts; every full-matrix path must stay within 1e-5 of a float64 double loop."""
+    q, g = duplicates_and_near_duplicates()
+    want = double_loop_float64(q, g)
+    assert 0.5 < np.diagonal(want[:, :len(q)]).max() < 0.95 * want[:, -3:].min()  # unsaturated cells
+    # the cancellation is real: the float32 expanded form is off by far more than 1e-5 here
+    xt, yt = torch.from_numpy(q), torch.from_numpy(g)
+    sq32 = ((xt * xt).sum(-1)[:, :, None, None] + (yt * yt).sum(-1)[None, None]
+            - 2 * torch.einsum("nac,mbc->namb", xt, yt)).clamp_min(0)
+    cells32 = torch.tanh(sq32.sqrt() / 2).permute(0, 2, 1, 3)
+    assert (shortest_path_distance(cells32).numpy() - want).__abs__().max() > 1e-4
+    with torch.no_grad():
+        got_nograd = local_distance(xt, yt).numpy()
+    got_grad = local_distance(xt.clone().requires_grad_(True), yt).detach().numpy()
+    for got in (local_distance_cpu(q, g), local_distance_blocks(xt, yt, block=4, gallery_block=5),
+                LocalDistanceRows(q, g)(0, len(q)), got_nograd):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+    # the training path keeps sqrt(max(sq, 1e-12)) for finite gradients: 15 cells of 5e-7 at most
+    np.testing.assert_allclose(got_grad, want, rtol=0, atol=1e-5)
+
+
+def test_cpu_kernel_matches_per_pair_loop_and_saturates():
+    rng = np.random.default_rng(11)
+    q = rng.standard_normal((9, 8, 16)).astype(np.float32)
+    g = rng.standard_normal((13, 8, 16)).astype(np.float32) * np.linspace(0.1, 30, 13)[:, None, None]
+    got = local_distance_cpu(q, g)
+    assert got.dtype == np.float32 and got.shape == (9, 13)
+    np.testing.assert_allclose(got, double_loop_float64(q, g), rtol=0, atol=2e-6)
+    assert np.isfinite(got).all() and got[:, -1].max() <= 15.0  # 2H - 1 cells below 1
+    with pytest.raises(ValueError):
+        local_distance_cpu(q, g[:, :, :3])
+
+
+def test_kernel_threads_follow_free_cores(monkeypatch):
+    cores = threads.usable_cores()
+    monkeypatch.delenv("REID_KERNEL_THREADS", raising=False)
+    monkeypatch.setattr(threads, "_runnable_now", lambda: 1)          # only this process runs
+    assert threads.free_cores() == min(cores, threads.numba.config.NUMBA_NUM_THREADS)
+    monkeypatch.setattr(threads, "_runnable_now", lambda: 1 + 4)      # 4 busy processes
+    assert threads.free_cores() == max(1, min(cores, threads.numba.config.NUMBA_NUM_THREADS) - 4)
+    monkeypatch.setattr(threads, "_runnable_now", lambda: None)       # unknown: all cores
+    assert threads.free_cores() == min(cores, threads.numba.config.NUMBA_NUM_THREADS)
+    monkeypatch.setenv("REID_KERNEL_THREADS", "1")
+    assert threads.free_cores() == 1
+    with threads.kernel_threads(1):
+        assert threads.numba.get_num_threads() == 1

@@ -48,6 +48,8 @@ def test_notebook_runs_on_the_demo_store(synthetic_store, venv_kernel, monkeypat
     for c in figure_cells:
         pngs = [o for o in c.outputs if "image/png" in o.get("data", {})]
         assert len(pngs) == 1, c.source
+    visrank = next(c for c in code if "--visrank" in c.source)
+    assert [o for o in visrank.outputs if "image/png" in o.get("data", {})], "ranked results shown"
     written = code[-1].outputs[-1]["data"]["text/plain"]
     for name in ("dataset_stats.png", "dsap_000000.png", "iuv_000000.png", "mpn_000000.png", "worst_coverage.png"):
         assert name in written

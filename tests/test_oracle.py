@@ -122,3 +122,79 @@ def naive_nearest(arr, size):
 def test_nearest_resize_matches_naive_reference(h, w, H, W):
     arr = np.arange(h * w, dtype=np.int32).reshape(h, w)
     assert np.array_equal(nearest_resize(arr, (H, W)), naive_nearest(arr, (H, W)))
+
+
+# ---------------------------------------------------------------- the flows' unit functions on oracle truth
+
+
+class _FailsOn:
+    """Wraps a source: images ``bad`` get ``status`` and empty output (an estimator that failed there)."""
+
+    def __init__(self, inner, bad, status="pose_not_found"):
+        self.inner, self.bad, self.status, self.name = inner, set(bad), status, f"broken-{inner.name}"
+
+    def _fix(self, res, field, rows):
+        out = getattr(res, field).copy()
+        status = list(res.status)
+        for k, image_id in enumerate(rows["image_id"]):
+            if int(image_id) in self.bad:
+                out[k], status[k] = 0, self.status
+        setattr(res, field, out)
+        res.status = status
+        return res
+
+    def parse(self, images, rows):
+        return self._fix(self.inner.parse(images, rows), "labels", rows)
+
+    def segment(self, images, rows):
+        return self._fix(self.inner.segment(images, rows), "mask", rows)
+
+    def estimate(self, images, rows):
+        return self._fix(self.inner.estimate(images, rows), "i", rows)
+
+
+def test_mpn_unit_says_estimator_failed_not_parts_absent(world):
+    from pipelines.build_mpn import mpn_unit
+    from priors.mpn_prior import ESTIMATOR_FAILED, FALLBACK_REASONS
+
+    root, table, rows = world
+    bad = [0, 2]
+    par = _FailsOn(OracleParsing(root), bad)
+    seg = _FailsOn(OracleSegmentation(root), bad, "no_person")
+    prior = dict(feat_hw=(24, 8), K=6, head_min_frac=0.005, leg_min_frac=0.002, threshold=0.5)
+    _, tables, fails = mpn_unit(par, seg, blank(rows), rows, prior)
+    st_ = tables["stats"].set_index("image_id")
+    assert (st_.loc[bad, "fallback_reason"] == ESTIMATOR_FAILED).all() and st_.loc[bad, "fallback"].all()
+    assert (st_.loc[bad, "parsing_status"] == "pose_not_found").all()
+    assert (st_.loc[bad, "low_quality"] == ESTIMATOR_FAILED).all()
+    good = st_.drop(index=bad)
+    assert set(good["fallback_reason"]) <= set(FALLBACK_REASONS) and ESTIMATOR_FAILED not in set(good["fallback_reason"])
+    assert (good["visible_landmarks"] == -1).all()  # the oracle does not say
+    assert ((good["person_frac"] > 0) & (good["person_frac"] <= 1)).all()
+    # both sources failed on images 0 and 2: two rows each in the failures table, ...
+    assert sorted(fails["image_id"].tolist()) == [0, 0, 2, 2]
+    # ... but the flow counts images per reason
+    from pipelines.runner import count_reasons
+
+    per_image = count_reasons(fails.drop_duplicates(["image_id", "reason"])["reason"])
+    assert per_image == {"pose_not_found": 2, "no_person": 2} and fails["image_id"].nunique() == 2
+
+
+def test_dsap_unit_flags_low_quality_with_the_documented_thresholds(world):
+    from pipelines.build_dsap import LOW_COVERAGE, MIN_LANDMARKS, dsap_unit, estimate_unit
+
+    root, table, rows = world
+    images = np.full((len(rows), 128, 64, 3), 90, np.uint8)
+    est = _FailsOn(OracleDense(root), [1])
+    arrays, fails, quality = estimate_unit(est, images, rows)
+    assert (quality["visible_landmarks"] == -1).all() and (quality["view"] == "").all()
+    quality.loc[quality.image_id == 3, "visible_landmarks"] = MIN_LANDMARKS - 1
+    arrays["i"][4] = np.where(arrays["i"][4] > 0, 2, 0).astype(np.uint8)  # one part only: few parts
+    _, tables, _ = dsap_unit(images, arrays["i"], arrays["uv"], 8, "image_mean", rows["image_id"].to_numpy(), fails,
+                             quality)
+    cov = tables["coverage"].set_index("image_id")
+    assert cov.loc[1, "low_quality"] == "estimator_failed"
+    assert "few_landmarks" in cov.loc[3, "low_quality"] and "few_parts" in cov.loc[4, "low_quality"]
+    fine = cov.drop(index=[1, 3, 4])
+    expect = np.where(fine["coverage"] < LOW_COVERAGE, "low_coverage", "")
+    np.testing.assert_array_equal(fine["low_quality"].str.replace(";few_parts", "").to_numpy(), expect)

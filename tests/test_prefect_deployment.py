@@ -1,8 +1,10 @@
-"""The whole Prefect cycle on loopback: server, process work pool, deploy, run, worker.
+"""The README's Prefect section, run as it is: server, process work pool, deploy, worker, three
+deployment runs with --watch, verify, SIGTERM to the worker and the server.
 
-This is what a user does (README): the deployments of prefect.yaml run the
-synthetic world's ingest, build-dsap and build-mpn-priors against a real
-Prefect server with its own SQLite database.
+The block between ``<!-- prefect-cycle`` and the end of its code fence is executed by bash in a
+fresh folder that holds this project's packages and prefect.yaml (as "this folder" of the README),
+with only the port changed to a free one. Nothing else is set up for it: PREFECT_API_URL, the
+telemetry switch and everything else come from the README's own lines.
 """
 from __future__ import annotations
 
@@ -11,8 +13,6 @@ import re
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,6 @@ from storage import open_store
 from storage.verify import verify_store
 
 ROOT = Path(__file__).resolve().parents[1]
-PREFECT = str(Path(sys.executable).with_name("prefect"))
 pytestmark = pytest.mark.slow
 
 
@@ -31,67 +30,42 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def prefect_server(tmp_path_factory):
-    home = tmp_path_factory.mktemp("prefect_server_home")
-    port = _free_port()
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING"}
-    log = open(home / "server.log", "wb")
-    proc = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"prefect server did not start: {(home / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.5)
-        yield env
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+def readme_cycle() -> str:
+    text = (ROOT / "README.md").read_text()
+    after = text.split("<!-- prefect-cycle", 1)[1]
+    return after.split("```bash\n", 1)[1].split("```", 1)[0]
 
 
-def _prefect(env, *args, timeout=300) -> str:
-    out = subprocess.run([PREFECT, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-    assert out.returncode == 0, f"prefect {' '.join(args)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
-    return out.stdout + out.stderr
+def test_readme_block_is_what_this_test_runs():
+    block = readme_cycle()
+    assert "export PREFECT_API_URL=http://127.0.0.1:4200/api" in block
+    assert block.count("--watch") == 3 and "kill %2;" in block and "kill %1;" in block
 
 
-def _run_deployment(env, name: str, **params) -> str:
-    args = ["deployment", "run", name]
-    for k, v in params.items():
-        args += ["--param", f"{k}={v}"]
-    out = _prefect(env, *args)
-    run_id = re.search(r"UUID: ([0-9a-f-]{36})", out).group(1)
-    _prefect(env, "worker", "start", "--pool", "reid-priors", "--run-once", timeout=600)
-    state = _prefect(env, "flow-run", "inspect", run_id)
-    assert "COMPLETED" in state, state[-3000:]
-    return run_id
-
-
-def test_deployments_run_on_a_real_server(prefect_server, synthetic_world, tmp_path):
-    env = prefect_server
-    before = (ROOT / "prefect.yaml").read_text()
-    _prefect(env, "work-pool", "create", "reid-priors", "--type", "process")
-    out = _prefect(env, "--no-prompt", "deploy", "--all")
-    for name in ("ingest-dataset/demo", "build-dsap/demo", "build-mpn-priors/demo", "build-dsap/densepose"):
-        assert name in out
-    assert (ROOT / "prefect.yaml").read_text() == before, "deploy must not rewrite prefect.yaml"
-    store = tmp_path / "store"
-    _run_deployment(env, "ingest-dataset/demo", root=synthetic_world, store=store, size="128x64")
-    _run_deployment(env, "build-dsap/demo", store=store)
-    _run_deployment(env, "build-mpn-priors/demo", store=store, input_size="128x64")
-    s = open_store(store)
-    assert set(s.groups) == {"estimates/oracle", "priors/dsap", "priors/mpn"}
-    assert verify_store(s).ok
+def test_readme_prefect_cycle_runs_verbatim(tmp_path):
+    folder = tmp_path / "project"
+    folder.mkdir()
+    for package in ("pipelines", "priors", "storage", "reid_train"):
+        (folder / package).symlink_to(ROOT / package)
+    (folder / "prefect.yaml").write_text((ROOT / "prefect.yaml").read_text())
+    script = folder / "cycle.sh"
+    script.write_text(readme_cycle().replace("4200", str(_free_port())))
+    # a fresh shell: no Prefect settings inherited from this process, the project's python first on PATH
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env |= {"PREFECT_HOME": str(tmp_path / "prefect_home"), "PYTHONPATH": str(ROOT),
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"}
+    out = subprocess.run(["bash", "-e", str(script)], cwd=folder, env=env, capture_output=True, text=True,
+                         timeout=1200)
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text[-4000:]
+    assert text.count("Flow run finished successfully in 'Completed'") == 3, text[-4000:]
+    logs = {p.name: p.read_text() for p in folder.glob("prefect-*.log")}
+    assert set(logs) == {"prefect-server.log", "prefect-worker.log"}
+    for name, log in [("output", text), *logs.items()]:
+        errors = [line for line in log.splitlines() if re.search(r"\bERROR\b|Traceback", line)]
+        assert not errors, f"{name}: {errors[:5]}"
+    assert "stopped!" in logs["prefect-worker.log"]            # the worker stopped on SIGTERM (the `wait` returned)
+    assert (folder / "prefect.yaml").read_text() == (ROOT / "prefect.yaml").read_text(), "deploy rewrote prefect.yaml"
+    s = open_store(folder / "demo" / "store")
+    assert set(s.groups) == {"estimates/oracle", "priors/dsap", "priors/mpn"} and verify_store(s).ok
+    assert s.image_size == (128, 64)

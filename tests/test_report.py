@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import json
 import re
 import shutil
 import subprocess
@@ -46,7 +47,16 @@ def doctored_store(synthetic_store, tmp_path_factory):
     stats.loc[hit, "fallback"] = True
     stats.loc[hit, "fallback_reason"] = "head_missing"
     stats.to_parquet(part, index=False)
-    zarr.open_array(str(path / "priors/mpn/fallback"), mode="r+")[FALLBACK_ID] = True
+    fallback = zarr.open_array(str(path / "priors/mpn/fallback"), mode="r+")
+    fallback[FALLBACK_ID] = True
+    # re-stamp the unit's marker as a writer would: readers refuse data that differ from their marker
+    from storage.store import data_checksum, data_crc32
+
+    unit = fallback[k * s.unit_size:(k + 1) * s.unit_size]
+    marker = path / f"units/priors/mpn/{k:06d}.json"
+    meta = json.loads(marker.read_text())
+    meta["checksums"]["fallback"], meta["crc32"]["fallback"] = data_checksum(unit), data_crc32(unit)
+    marker.write_text(json.dumps(meta))
     return open_store(path)
 
 
@@ -237,7 +247,8 @@ def test_dataset_stats_per_camera(store):
     for c, cam in enumerate(cams):  # naive reference: a loop over rows per part
         rows = cov[cov["camid"] == cam]
         for p, name in enumerate(PART_NAMES):
-            assert shown[p, c] == pytest.approx(sum(rows[f"cov_{name}"]) / len(rows), rel=1e-5)
+            assert shown[p, c] == pytest.approx(100 * sum(rows[f"cov_{name}"]) / len(rows), rel=1e-5)  # in %
+    assert "%" in _cbar.get_ylabel()  # the colour bar is in % like the numbers in the cells
     assert [t.get_text() for t in ax_img.get_xticklabels()] == [f"cam {c}" for c in cams]
     heights = [sum(p.get_height() for p in ax_img.patches if p.get_x() < k < p.get_x() + p.get_width())
                for k in range(len(cams))]

@@ -102,7 +102,8 @@ def test_lighting_scales_colour_but_keeps_albedo():
     assert np.allclose(lt[:, 1] / np.maximum(f[:, 1], 1), ratio, atol=0.15)
 
 
-@pytest.mark.parametrize("view, forbidden, required", [("front", BACK_PARTS, (2, 9, 10, 13, 14)), ("back", FRONT_PARTS, (1, 7, 8, 11, 12))])
+@pytest.mark.parametrize("view, forbidden, required", [("front", BACK_PARTS, (2, 9, 10, 13, 14, 15, 16)),
+                                                       ("back", FRONT_PARTS, (1, 7, 8, 11, 12, 17, 18))])
 def test_front_and_back_views_show_only_their_charts(view, forbidden, required):
     r = render(plain_identity(), Pose(phase=1.0), view)
     parts = set(np.unique(r["i"]).tolist())
@@ -328,3 +329,27 @@ def test_torso_chart_follows_the_yaw(yaw):
         assert left > right
     elif side < -0.5:
         assert right > left
+
+
+def test_part_names_follow_densepose_one_table_for_every_backend():
+    """DensePose: 15/16, 19/20 are the arms' inside (front) halves, 17/18, 21/22 the outside; 1/2 torso back/front."""
+    from priors.dsap import PART_NAMES as DSAP_NAMES
+    from priors.synthetic.labels import PART_NAMES
+
+    assert [PART_NAMES[k] for k in range(1, 25)] == list(DSAP_NAMES)
+    assert PART_NAMES[15] == "upper_arm_left_inside" and PART_NAMES[22] == "lower_arm_right_outside"
+    assert PART_NAMES[7] == "upper_leg_right_back" and PART_NAMES[5] == "left_foot"
+
+
+@pytest.mark.parametrize("kind", ["railing", "parapet", "bag", "person"])
+def test_new_occluders_hide_the_person_and_leave_no_truth_behind(kind):
+    ident = plain_identity()
+    clear = render(ident, Pose(phase=1.0), "front", size=(256, 128))
+    r = render(ident, Pose(phase=1.0), "front", size=(256, 128), occlusion=Occlusion(kind, 0.3, 0.2, (150, 150, 145)))
+    occ = r["occluded"]
+    assert occ.any() and not r["mask"][occ].any() and (r["i"][occ] == 0).all() and (r["parsing"][occ] == 0).all()
+    assert (r["mask"] <= clear["mask"]).all() and r["mask"].sum() < clear["mask"].sum()
+    if kind == "parapet":  # a wall from the waist or thighs down: no lower leg is left
+        assert not np.isin(r["i"], (11, 12, 13, 14, 5, 6)).any() and np.isin(r["i"], (23, 24)).any()
+    if kind == "person":  # a second, nearer pedestrian at the side: drawn, but not the person
+        assert not np.array_equal(r["image"][occ], clear["image"][occ])

@@ -93,9 +93,11 @@ def body_primitives(ident: Identity, pose: Pose) -> list[Primitive]:
     ra = (0.064 * g, 0.113 * sh, 0.118 * sh, 0.094 * g * (0.5 + 0.5 * hp), 0.1 * hp, 0.102 * hp)
     y_hip = 0.52
     prims.append(Primitive("limb", (1, 2), (0, 0.168, 0), (0, y_hip, 0), ts, ra, 0.6, (0.25, 0.5)))
-    # ---- arms: side +1 = left (DensePose 15/17, 19/21, hand 4), -1 = right (16/18, 20/22, hand 3)
+    # ---- arms: side +1 = left (DensePose 15/17, 19/21, hand 4), -1 = right (16/18, 20/22, hand 3).
+    # Unlike torso and legs, the arms' *lower* index is the front (inner) half: 15/16 and 19/20 are the
+    # "inside" charts of DensePose's atlas, 17/18 and 21/22 the "outside" ones (see labels.py)
     phase = pose.phase
-    for side, (ua, la, hand) in ((1, ((15, 17), (19, 21), 4)), (-1, ((16, 18), (20, 22), 3))):
+    for side, (ua, la, hand) in ((1, ((17, 15), (21, 19), 4)), (-1, ((18, 16), (22, 20), 3))):
         swing = 0.38 * pose.arm_swing * ident.arm_swing * (np.sin(phase) if side > 0 else -np.sin(phase))
         elbow = 0.18 + 0.35 * max(swing, 0.0)
         spread = pose.arm_spread

@@ -36,7 +36,7 @@ from .identity import Identity, sample_identities, sample_identity
 from .labels import LIP, LIP_HEAD, LIP_LABELS, LIP_LEFT_LEG, LIP_LOWER_GARMENT, LIP_RIGHT_LEG, PART_NAMES
 from .render import BoxError, Camera, Occlusion, render_person, sample_box_error, sample_camera, sample_occlusion
 
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "1.1"  # 1.1: DensePose arm halves (15/16, 19/20 = inside), more occluders
 FOLDERS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
 VIEWS = ("front", "left", "back", "right")
 MAX_QUERIES = 3
@@ -104,7 +104,8 @@ def _sample_view(rng: np.random.Generator, camera: Camera) -> tuple[str, float]:
 
 
 def plan_dataset(
-    ids: int, images_per_id: int, cameras: int, seed: int, distractors: int | None = None
+    ids: int, images_per_id: int, cameras: int, seed: int, distractors: int | None = None,
+    occlusion: float = 0.1,
 ) -> tuple[list[ImageSpec], list[int]]:
     """All images to render (deterministic for the arguments) and the list of train pids."""
     if ids < 1 or images_per_id < 1 or cameras < 1:
@@ -129,7 +130,7 @@ def plan_dataset(
         assert name not in used_names, name
         used_names.add(name)
         return ImageSpec(split, pid, cam, name, key, view, yaw, _sample_pose(irng), box or sample_box_error(irng),
-                         sample_occlusion(irng, 0.1), int(irng.integers(0, 2**31)))
+                         sample_occlusion(irng, occlusion), int(irng.integers(0, 2**31)))
 
     for pid in pids:
         prng = np.random.default_rng([seed, 3, pid])
@@ -242,17 +243,19 @@ def write_dataset(
     distractors: int | None = None,
     supersample: int = 2,
     workers: int = 1,
+    occlusion: float = 0.1,
 ) -> dict:
     """Render a synthetic Market-1501 world into ``out`` (see the module docstring); returns a summary dict.
 
     ``distractors``: gallery images of pid 0 (default 5% of the test images); ``supersample``: internal
-    render scale; ``workers`` > 1 renders in that many processes (same bytes as one).
+    render scale; ``workers`` > 1 renders in that many processes (same bytes as one); ``occlusion``: the
+    probability that an image gets an occluder (:data:`~priors.synthetic.render.OCCLUDER_KINDS`).
     """
     from tqdm.auto import tqdm
 
     out = Path(out)
     start = time.perf_counter()
-    specs, train = plan_dataset(ids, images_per_id, cameras, seed, distractors)
+    specs, train = plan_dataset(ids, images_per_id, cameras, seed, distractors, occlusion)
     identities = {ident.pid: ident for ident in sample_identities(list(range(1, ids + 1)), seed)}
     cams = {c: sample_camera(c, seed) for c in range(1, cameras + 1)}
     for folder in FOLDERS.values():
@@ -268,7 +271,7 @@ def write_dataset(
     else:
         records = [_render_and_write(job) for job in tqdm(jobs, **bar)]
     args = {"ids": ids, "images_per_id": images_per_id, "cameras": cameras, "seed": seed, "size": list(size),
-            "distractors": distractors, "supersample": supersample}  # not workers: it does not change the files
+            "distractors": distractors, "supersample": supersample, "occlusion": occlusion}  # not workers: it does not change the files
     gt = out / "groundtruth"
     (gt / "meta.json").write_text(json.dumps(meta_json(seed, args), indent=1, sort_keys=True))
     attributes = {

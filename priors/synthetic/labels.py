@@ -1,8 +1,12 @@
 """Label conventions of the synthetic world: DensePose parts, LIP parsing classes, colour maps.
 
 DensePose (Güler et al. 2018; the charts DSA-reID Sec. 3.1 warps into DSAP-images) splits the body
-into 24 charts. The renderer uses the index semantics of the DensePose release, with the lower
-number of each front/back pair the *back* half of the surface (as torso 1 = back, 2 = front):
+into 24 charts. The renderer uses the index semantics of the DensePose release: for the torso and
+the legs the lower number of each front/back pair is the *back* half (torso 1 = back, 2 = front);
+for the arms it is the other way round, the lower number is the *front* (inner) half: DensePose's
+atlas calls 15/16, 19/20 the arms' "inside" and 17/18, 21/22 their "outside" (the charts facing the
+camera with the palms, in the atlas' rest pose, are 15/16 and 19/20). ``priors.dsap.PART_NAMES`` and
+``priors.backends.pose_chart`` use the same table; ``tests/test_pose_backends.py`` pins it:
 
 ====  =========================  ====  =========================
 I     part                       I     part
@@ -14,10 +18,10 @@ I     part                       I     part
 8     upper leg left, back       10    upper leg left, front
 11    lower leg right, back      13    lower leg right, front
 12    lower leg left, back       14    lower leg left, front
-15    upper arm left, back       17    upper arm left, front
-16    upper arm right, back      18    upper arm right, front
-19    lower arm left, back       21    lower arm left, front
-20    lower arm right, back      22    lower arm right, front
+15    upper arm left, inside     17    upper arm left, outside
+16    upper arm right, inside    18    upper arm right, outside
+19    lower arm left, inside     21    lower arm left, outside
+20    lower arm right, inside    22    lower arm right, outside
 23    head, right half           24    head, left half
 ====  =========================  ====  =========================
 
@@ -41,10 +45,10 @@ PART_NAMES = {
     9: "upper_leg_right_front", 10: "upper_leg_left_front",
     11: "lower_leg_right_back", 12: "lower_leg_left_back",
     13: "lower_leg_right_front", 14: "lower_leg_left_front",
-    15: "upper_arm_left_back", 16: "upper_arm_right_back",
-    17: "upper_arm_left_front", 18: "upper_arm_right_front",
-    19: "lower_arm_left_back", 20: "lower_arm_right_back",
-    21: "lower_arm_left_front", 22: "lower_arm_right_front",
+    15: "upper_arm_left_inside", 16: "upper_arm_right_inside",
+    17: "upper_arm_left_outside", 18: "upper_arm_right_outside",
+    19: "lower_arm_left_inside", 20: "lower_arm_right_inside",
+    21: "lower_arm_left_outside", 22: "lower_arm_right_outside",
     23: "head_right", 24: "head_left",
 }
 
@@ -52,8 +56,8 @@ TORSO_PARTS = (1, 2)
 HEAD_PARTS = (23, 24)
 LEFT_LEG_PARTS = (8, 10, 12, 14)
 RIGHT_LEG_PARTS = (7, 9, 11, 13)
-FRONT_PARTS = (2, 9, 10, 13, 14, 17, 18, 21, 22)
-BACK_PARTS = (1, 7, 8, 11, 12, 15, 16, 19, 20)
+FRONT_PARTS = (2, 9, 10, 13, 14, 15, 16, 19, 20)
+BACK_PARTS = (1, 7, 8, 11, 12, 17, 18, 21, 22)
 LEFT_PARTS = (4, 5, 8, 10, 12, 14, 15, 17, 19, 21, 24)
 RIGHT_PARTS = (3, 6, 7, 9, 11, 13, 16, 18, 20, 22, 23)
 

@@ -110,7 +110,13 @@ def sample_box_error(rng: np.random.Generator) -> BoxError:
 
 @dataclass(frozen=True)
 class Occlusion:
-    """An object between the camera and the person: 'pole', 'bike', 'bar' (railing) or 'block' (bench, car)."""
+    """An object between the camera and the person.
+
+    'pole', 'bike', 'bar' (one rail), 'block' (bench, car), 'railing' (top rail at the waist or thighs,
+    bottom rail and balusters), 'parapet' (a solid wall from the waist or thighs down: the person is cut
+    off there), 'bag' (a carried bag in front of the thighs) or 'person' (a second, nearer pedestrian
+    beside and in front of this one; ``position`` < 0.5 puts them on the left).
+    """
 
     kind: str = "none"
     position: float = 0.5  # where along the image (x for pole/bike, y for bar) as a fraction
@@ -121,11 +127,16 @@ class Occlusion:
         return asdict(self)
 
 
+OCCLUDER_KINDS = ("pole", "bike", "bar", "block", "railing", "parapet", "bag", "person")
+OCCLUDER_WEIGHTS = (0.15, 0.15, 0.05, 0.1, 0.15, 0.15, 0.1, 0.15)
+
+
 def sample_occlusion(rng: np.random.Generator, probability: float = 0.1) -> Occlusion:
     if rng.random() >= probability:
         return Occlusion()
-    kind = str(rng.choice(["pole", "bike", "bar", "block"], p=[0.3, 0.3, 0.15, 0.25]))
-    base = {"pole": (95, 95, 100), "bike": (45, 45, 50), "bar": (120, 120, 118), "block": (110, 100, 90)}[kind]
+    kind = str(rng.choice(list(OCCLUDER_KINDS), p=list(OCCLUDER_WEIGHTS)))
+    base = {"pole": (95, 95, 100), "bike": (45, 45, 50), "bar": (120, 120, 118), "block": (110, 100, 90),
+            "railing": (150, 150, 145), "parapet": (165, 160, 150), "bag": (70, 50, 40), "person": (0, 0, 0)}[kind]
     colour = tuple(int(c) for c in np.clip(np.asarray(base) * rng.uniform(0.6, 1.4) + rng.uniform(-15, 15, 3), 0, 255))
     return Occlusion(kind, float(rng.uniform(0.15, 0.85)), float(rng.uniform(0.06, 0.3)), colour)  # type: ignore[arg-type]
 
@@ -150,7 +161,37 @@ def _draw_occluder(occ: Occlusion, height: int, width: int) -> np.ndarray:
         top = int(height * (1 - occ.extent))
         side = occ.position < 0.5
         cv2.rectangle(m, (0 if side else width // 3, top), (2 * width // 3 if side else width, height), 1, -1)
+    elif occ.kind in ("railing", "parapet"):
+        top = int(height * (0.5 + 0.25 * occ.position))  # waist (0.5) to knees (0.75)
+        if occ.kind == "parapet":
+            cv2.rectangle(m, (0, top), (width, height), 1, -1)
+        else:
+            rail = max(2, int(height * 0.025))
+            cv2.rectangle(m, (0, top), (width, top + rail), 1, -1)
+            cv2.rectangle(m, (0, height - 3 * rail), (width, height - 2 * rail), 1, -1)
+            step = max(4, int(width * (0.12 + 0.2 * occ.extent)))
+            for x in range(int(step * occ.position) % step, width, step):
+                cv2.rectangle(m, (x, top), (x + max(1, rail // 2), height), 1, -1)
+    elif occ.kind == "bag":
+        cx, cy = int(width * (0.3 + 0.4 * occ.position)), int(height * 0.58)
+        bw, bh = int(width * (0.22 + 0.5 * occ.extent)), int(height * (0.12 + 0.25 * occ.extent))
+        cv2.rectangle(m, (cx - bw // 2, cy - bh // 2), (cx + bw // 2, cy + bh // 2), 1, -1)
+        cv2.line(m, (cx - bw // 4, cy - bh // 2), (cx, cy - bh), 1, max(1, width // 40))
     return m
+
+
+def _occluding_person(occ: Occlusion, camera: Camera, size: tuple[int, int], supersample: int, seed: int):
+    """Image (H,W,3) float and mask (H,W) bool of a nearer pedestrian at the crop's left or right edge."""
+    from .identity import sample_identity
+
+    rng = np.random.default_rng([seed, 11])
+    other = sample_identity(0, rng)
+    near = BoxError(scale=0.85 - 0.15 * occ.extent, dx=(1 if occ.position < 0.5 else -1) * (0.45 + 0.3 * occ.extent),
+                    dy=-0.05 - 0.1 * occ.extent)
+    yaw = float(rng.choice([0.0, 90.0, 180.0, 270.0]))
+    out = render_person(other, Pose(phase=float(rng.uniform(0, 2 * np.pi))), yaw, camera, near, Occlusion(), size,
+                        supersample, seed + 1, background=False, optics=False)
+    return out["image"], out["mask"]
 
 
 WALLS = np.array([(150, 148, 140), (190, 188, 180), (132, 92, 78), (72, 80, 90), (200, 186, 160), (214, 214, 208),
@@ -224,11 +265,13 @@ def render_person(
     supersample: int = 2,
     seed: int = 0,
     background: bool = True,
+    optics: bool = True,
 ) -> dict:
     """Render one pedestrian crop and its ground truth.
 
     ``viewpoint``: 'front' | 'left' | 'back' | 'right' or a yaw in degrees (0 = front, 90 = the
-    person's left side faces the camera). ``seed`` drives the background and the sensor noise.
+    person's left side faces the camera). ``seed`` drives the background and the sensor noise;
+    ``optics=False`` returns the float image before the camera (an occluder for another crop).
 
     Returns a dict: ``image`` (H,W,3) uint8 RGB; ``i`` (H,W) uint8 DensePose part; ``u``, ``v`` (H,W)
     float32 (0 on background); ``parsing`` (H,W) uint8 LIP label; ``mask`` (H,W) bool person incl.
@@ -281,12 +324,20 @@ def render_person(
         img = person + (1.0 - alpha[..., None]) * bg
     else:
         img = person
-    occluded = _draw_occluder(occlusion, H, W).astype(bool) if occlusion.kind != "none" else np.zeros((H, W), bool)
-    if occluded.any():
+    if occlusion.kind == "person":
+        other, occluded = _occluding_person(occlusion, camera, size, supersample, seed)
+        img = np.where(occluded[..., None], other, img)
+    elif occlusion.kind != "none":
+        occluded = _draw_occluder(occlusion, H, W).astype(bool)
+    else:
+        occluded = np.zeros((H, W), bool)
+    if occluded.any() and occlusion.kind != "person":
         shade = np.linspace(0.8, 1.15, H, dtype=np.float32)[:, None, None]
         img = np.where(occluded[..., None], np.asarray(occlusion.colour, np.float32) * shade, img)
+    if occluded.any():
         i[occluded], u[occluded], v[occluded], parsing[occluded], mask[occluded] = 0, 0, 0, 0, False
-    image = apply_camera(img, camera, rng)
+    # an occluder for another crop gets no camera yet: it is applied once, to the whole crop
+    image = apply_camera(img, camera, rng) if optics else img
     return {
         "image": image, "i": i, "u": u, "v": v, "parsing": parsing, "mask": mask, "occluded": occluded,
         "person_top": float(person_top), "person_bottom": float(person_bottom), "yaw": yaw,

@@ -3,6 +3,8 @@
 * :class:`StoreDataset` — one split of a store as rows (``image_id`` order)
   with labels/pids/camids and the arrays of the required groups; reads any set
   of rows with as few zarr calls as the chunk layout allows.
+* :class:`StoreUnion` — the train splits of several stores as one dataset
+  (identity labels offset per store, camera ids kept per store).
 * :class:`TrainLoader` — P×K batches (:class:`reid_train.data.sampler.PKSampler`),
   read by background threads into (pinned) memory, augmented on the target
   device (:mod:`reid_train.data.augment`).
@@ -35,7 +37,9 @@ Batch dict (keys fixed by the Method contract, :mod:`reid_train.methods`):
 -1 outside train), ``pids``, ``camids``, ``image_ids`` long; with
 ``priors/dsap``: ``dsap`` float (B,24,3,S,S) normalised, ``dsap_valid`` bool
 (B,24,S,S); with ``priors/mpn``: ``mpn_mask`` float (B,h,w), ``mpn_roi`` long
-(B,2), ``mpn_fallback`` bool (B,).
+(B,2), ``mpn_fallback`` bool (B,). Training on several stores adds
+``store_index`` long (B,): the position of the row's store in the store list,
+so ``(store_index, camid)`` names a camera and ``(store_index, pid)`` a person.
 """
 from __future__ import annotations
 
@@ -51,7 +55,7 @@ import torch
 from .augment import AugmentConfig, AugmentParams, augment_batch, sample_params
 from .sampler import PKSampler
 
-__all__ = ["GROUP_ARRAYS", "MissingGroupError", "StoreDataset", "TrainLoader", "EvalLoader",
+__all__ = ["GROUP_ARRAYS", "MissingGroupError", "StoreDataset", "StoreUnion", "TrainLoader", "EvalLoader",
            "missing_group_error", "read_spans", "check_mpn_size"]
 
 # store group -> {array in the group: batch key}
@@ -221,6 +225,81 @@ class StoreDataset:
         return f"StoreDataset({self.store.url}, split={self.split!r}, {len(self)} images, {arrs}, cache={self.cache})"
 
 
+class StoreUnion:
+    """The same split of several stores as one dataset (``fit --store A --store B``).
+
+    Positions ``0..len(A)-1`` are A's rows, then B's, and so on. Labels are
+    offset per store (B's label ``l`` becomes ``l + A's number of train
+    identities``), so identities never merge across datasets; ``pids`` and
+    ``camids`` stay as each store has them, and ``store_index`` says which
+    store a row comes from. Every store must hold images of one size and the
+    groups in ``requires``. ``read`` has the interface of
+    :meth:`StoreDataset.read` (plus the ``store_index`` key).
+    """
+
+    def __init__(self, stores, split: str, requires=(), cache: bool | str = False,
+                 cache_max_bytes: int = DEFAULT_CACHE_BYTES):
+        stores = [_open(s) for s in stores]
+        if not stores:
+            raise ValueError("no store given")
+        per_store = cache_max_bytes // len(stores)
+        self.parts = [StoreDataset(s, split, requires, cache=cache, cache_max_bytes=per_store) for s in stores]
+        self.stores, self.split, self.requires = stores, split, tuple(requires)
+        first = self.parts[0].shapes()
+        for part in self.parts[1:]:
+            if part.shapes() != first:
+                raise ValueError(f"stores {stores[0].url} and {part.store.url} hold rows of different shapes "
+                                 f"({first} vs {part.shapes()}): ingest them at one --size and build their "
+                                 "priors with the same settings")
+        sizes = [len(p) for p in self.parts]
+        self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        offsets, label_parts = [], []
+        offset = 0
+        for part in self.parts:
+            offsets.append(offset)
+            label_parts.append(part.labels + offset)
+            offset += int(part.labels.max()) + 1 if (part.labels >= 0).any() else 0
+        self.label_offsets = offsets
+        self.labels = np.concatenate(label_parts)
+        self.pids = np.concatenate([p.pids for p in self.parts])
+        self.camids = np.concatenate([p.camids for p in self.parts])
+        self.image_ids = np.concatenate([p.image_ids for p in self.parts])
+        self.store_index = np.concatenate([np.full(n, i, np.int64) for i, n in enumerate(sizes)])
+        self.cache = all(p.cache for p in self.parts)
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return self.parts[0].image_size
+
+    def shapes(self) -> dict[str, tuple]:
+        return self.parts[0].shapes()
+
+    def read(self, positions, alloc: Alloc = np.empty) -> dict[str, np.ndarray]:
+        positions = np.asarray(positions, dtype=np.int64)
+        which = np.searchsorted(self.starts, positions, side="right") - 1
+        out: dict[str, np.ndarray] = {}
+        for i in np.unique(which):
+            mask = which == i
+            sub = self.parts[i].read(positions[mask] - self.starts[i])
+            for key, rows in sub.items():
+                if key not in out:
+                    out[key] = alloc((len(positions), *rows.shape[1:]), rows.dtype)
+                out[key][mask] = rows
+        out["labels"] = self.labels[positions]
+        out["store_index"] = self.store_index[positions]
+        return out
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        return {k: v[0] for k, v in self.read([i]).items()}
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{p.store.url} ({len(p)} images, labels +{o})" for p, o in zip(self.parts, self.label_offsets))
+        return f"StoreUnion(split={self.split!r}, {len(self)} images: {parts})"
+
+
 def check_mpn_size(store, size: tuple[int, int]) -> None:
     """Fail clearly when ``priors/mpn`` was built for another input size."""
     from priors.mpn_prior import BACKBONE_STRIDE, feature_map_size
@@ -300,6 +379,10 @@ class TrainLoader:
     parameters are drawn for the whole global batch and sliced, so the union
     of the ranks' batches equals the single-process batch.
 
+    ``store_path``: a store (path, URL or :class:`storage.Store`) or a list of
+    them, whose train splits are then trained on as one (:class:`StoreUnion`;
+    P×K batches draw identities from all of them).
+
     Background threads (``workers``) read each batch (into pinned memory when
     ``device`` is CUDA) ``prefetch`` batches ahead; on the CPU they also
     augment, on a GPU the main thread copies (non-blocking) and augments there.
@@ -309,14 +392,20 @@ class TrainLoader:
                  seed: int = 0, workers: int = 2, device="cpu", augment: AugmentConfig = AugmentConfig(),
                  rank: int = 0, world_size: int = 1, start_step: int = 0, cache: bool | str = "auto",
                  prefetch: int | None = None, cache_max_bytes: int = DEFAULT_CACHE_BYTES):
-        self.store = _open(store_path)
+        several = isinstance(store_path, (list, tuple))
+        self.stores = [_open(s) for s in store_path] if several else [_open(store_path)]
+        self.store = self.stores[0]
         if cache == "auto":  # every rank of a node keeps its own copy: leave half the RAM to the rest
             free = available_memory()
             cache_max_bytes = min(cache_max_bytes, free // (2 * world_size)) if free else cache_max_bytes
-        self.dataset = StoreDataset(self.store, "train", requires, cache=cache, cache_max_bytes=cache_max_bytes)
+        if len(self.stores) > 1:
+            self.dataset = StoreUnion(self.stores, "train", requires, cache=cache, cache_max_bytes=cache_max_bytes)
+        else:
+            self.dataset = StoreDataset(self.store, "train", requires, cache=cache, cache_max_bytes=cache_max_bytes)
         self.size = tuple(int(v) for v in (size or self.dataset.image_size))
         if "priors/mpn" in self.dataset.requires:
-            check_mpn_size(self.store, self.size)
+            for store in self.stores:
+                check_mpn_size(store, self.size)
         if (self.dataset.labels < 0).any():
             raise ValueError("train rows with label -1 in the store index")
         self.num_classes = int(self.dataset.labels.max()) + 1
@@ -373,7 +462,8 @@ class TrainLoader:
             yield batch
 
     def __repr__(self) -> str:
-        return (f"TrainLoader({self.store.url}, P={self.P}, K={self.K}, size={self.size}, "
+        urls = "+".join(s.url for s in self.stores)
+        return (f"TrainLoader({urls}, P={self.P}, K={self.K}, size={self.size}, "
                 f"requires={self.dataset.requires}, {len(self)} batches/epoch, step={self.step}, "
                 f"device={self.device}, cache={self.dataset.cache})")
 

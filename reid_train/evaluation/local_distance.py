@@ -29,19 +29,33 @@ Entry points:
   query x gallery);
 * :func:`paired_local_distance` ``(B,H,C), (B,H,C) -> (B,)``: row ``b`` with
   row ``b`` (TriHard's mined anchor/positive and anchor/negative pairs);
+* :func:`local_distance_cpu`: query x gallery on the CPU at evaluation time,
+  one compiled pass per pair (direct differences, exact for duplicates; threads
+  follow the free cores);
 * :func:`local_distance_blocks` / :class:`LocalDistanceRows`: query x gallery
-  at evaluation time, ``block`` queries x ``gallery_block`` gallery images
-  per tile (the full (Q, G, H, H) tensor never exists).
+  at evaluation time -- :func:`local_distance_cpu` for CPU features, else
+  ``block`` queries x ``gallery_block`` gallery images per GPU tile (the full
+  (Q, G, H, H) tensor never exists).
+
+Precision (issue 14): squared element distances written as
+``|a|^2 + |b|^2 - 2 a.b`` cancel in float32 for (near-)identical parts (errors
+of 1e-3 to 1e-2 in Eq. 1 where it should be ~0), so the product of
+:func:`local_distance` is taken in float64 and the CPU kernel uses direct
+differences; both stay within 1e-5 of a float64 double loop on duplicates
+(tests/test_local_distance.py).
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 import torch
+
+from .threads import kernel_threads
 
 SQRT_EPS = 1e-12
 
 __all__ = ["shortest_path_distance", "local_distance", "paired_local_distance", "local_distance_blocks",
-           "LocalDistanceRows"]
+           "local_distance_cpu", "LocalDistanceRows"]
 
 
 def _shortest_path_hh(d: torch.Tensor) -> torch.Tensor:
@@ -77,11 +91,11 @@ def shortest_path_distance(dist: torch.Tensor) -> torch.Tensor:
 
 def _normalise(sq: torch.Tensor) -> torch.Tensor:
     """Eq. 1 from squared euclidean distances: ``tanh(sqrt(sq) / 2)``. The root
-    is taken of ``max(sq, 1e-12)`` (finite gradient for coincident features).
-    In place when no gradient is needed (evaluation)."""
+    is taken of ``max(sq, 1e-12)`` when a gradient is needed (finite gradient for
+    coincident features), of ``max(sq, 0)`` in place otherwise (evaluation)."""
     if torch.is_grad_enabled() and sq.requires_grad:
         return torch.tanh(sq.clamp(min=SQRT_EPS).sqrt() * 0.5)
-    return sq.clamp_(min=SQRT_EPS).sqrt_().mul_(0.5).tanh_()
+    return sq.clamp_(min=0).sqrt_().mul_(0.5).tanh_()
 
 
 def _check_local(x: torch.Tensor, y: torch.Tensor) -> None:
@@ -95,15 +109,19 @@ def local_distance(x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tens
 
     Squared element distances ``|a|^2 + |b|^2 - 2 a.b`` come from one matrix
     product of the augmented row vectors ``[a, |a|^2, 1] . [-2b, 1, |b|^2]``
-    ((N H, C+2) x (C+2, M H)), then one copy into the ``(H, H, N, M)`` layout
-    of the path loop. Memory ~2-3 (N M H^2) floats; use
-    :func:`local_distance_blocks` for a query x gallery evaluation."""
+    ((N H, C+2) x (C+2, M H)) **in float64**: in float32 the three terms cancel
+    for (near-)identical parts (errors of ~1e-7 |a|^2 in the square, i.e. up to
+    1e-2 in Eq. 1 at distance ~0); in float64 the error is ~1e-16 |a|^2, below
+    float32 resolution of the result. Then one copy into the ``(H, H, N, M)``
+    layout of the path loop. Memory ~2-3 (N M H^2) floats; use
+    :func:`local_distance_blocks` for a query x gallery evaluation. Differentiable."""
     y = x if y is None else y
     _check_local(x, y)
     (n, h, _), m = x.shape, y.shape[0]
-    xa = torch.cat([x, (x * x).sum(-1, keepdim=True), torch.ones_like(x[..., :1])], dim=-1)
-    ya = torch.cat([-2 * y, torch.ones_like(y[..., :1]), (y * y).sum(-1, keepdim=True)], dim=-1)
-    sq = (xa.reshape(n * h, -1) @ ya.reshape(m * h, -1).t()).reshape(n, h, m, h)
+    x64, y64 = x.double(), y.double()
+    xa = torch.cat([x64, (x64 * x64).sum(-1, keepdim=True), torch.ones_like(x64[..., :1])], dim=-1)
+    ya = torch.cat([-2 * y64, torch.ones_like(y64[..., :1]), (y64 * y64).sum(-1, keepdim=True)], dim=-1)
+    sq = (xa.reshape(n * h, -1) @ ya.reshape(m * h, -1).t()).to(x.dtype).reshape(n, h, m, h)
     sq = sq.permute(1, 3, 0, 2).contiguous()                  # (H, H, N, M)
     return _shortest_path_hh(_normalise(sq))
 
@@ -119,12 +137,92 @@ def paired_local_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return _shortest_path_hh(_normalise(sq))
 
 
+# Eq. 1 as a rational function: tanh(x) = x P(t) / Q(t), t = (x / 9.5)^2, on [0, 9.5]
+# (least-squares fit, max error 1.5e-10 in float64; tanh(9.5) = 1 - 1.1e-8, so x is
+# clamped there). Unlike libm's tanh it vectorises, which is what makes the kernel fast.
+_TANH_CLAMP = 9.5
+_TANH_P = (0.9999999999949591, 12.722098305991976, 36.01964893040269, 31.00016622346273,
+           7.331317803030607, 0.2170330833674295)
+_TANH_Q = (1.0, 42.80543162740152, 237.7413864314599, 367.6236921379491, 172.07850244616517,
+           17.508507922111257)
+_QUERY_TILE = 8  # queries sharing each gallery image while it is in L1
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _tanh_half_sqrt(sq):
+    """Eq. 1 from a squared distance: tanh(sqrt(sq) / 2), to 2e-10."""
+    x = min(np.sqrt(max(sq, 0.0)) * 0.5, _TANH_CLAMP)
+    t = (x * (1.0 / _TANH_CLAMP)) ** 2
+    p = _TANH_P[0] + t * (_TANH_P[1] + t * (_TANH_P[2] + t * (_TANH_P[3] + t * (_TANH_P[4] + t * _TANH_P[5]))))
+    q = _TANH_Q[0] + t * (_TANH_Q[1] + t * (_TANH_Q[2] + t * (_TANH_Q[3] + t * (_TANH_Q[4] + t * _TANH_Q[5]))))
+    return x * p / q
+
+
+@numba.njit(cache=True, nogil=True, parallel=True, fastmath={"reassoc", "contract"})
+def _local_distance_kernel(x, y, out):
+    """(N, M) Eq. 1 + Eq. 2 for float32 (N, H, C) x (M, H, C), one pass, no temporaries.
+
+    Squared element distances from direct differences ``sum_c (a_c - b_c)^2``
+    (relative error ~1e-7 of the square itself: exact for duplicates, unlike
+    the expanded ``|a|^2 + |b|^2 - 2 a.b``), the sum vectorised over ``c``;
+    Eq. 1 by :func:`_tanh_half_sqrt` over the H^2 cells (vectorised); Eq. 2 as
+    the row-by-row recurrence ``S_j = min(S_j, S_{j-1}) + d_ij`` in float64.
+    Threads over tiles of ``_QUERY_TILE`` queries."""
+    n, h, c = x.shape
+    m = y.shape[0]
+    for tile in numba.prange((n + _QUERY_TILE - 1) // _QUERY_TILE):
+        cell = np.empty(h * h, np.float64)
+        path = np.empty(h, np.float64)
+        i0 = tile * _QUERY_TILE
+        i1 = min(i0 + _QUERY_TILE, n)
+        for j in range(m):
+            for i in range(i0, i1):
+                for a in range(h):
+                    for b in range(h):
+                        acc = np.float32(0.0)
+                        for k in range(c):
+                            t = x[i, a, k] - y[j, b, k]
+                            acc += t * t
+                        cell[a * h + b] = acc
+                for k in range(h * h):
+                    cell[k] = _tanh_half_sqrt(cell[k])
+                path[0] = cell[0]
+                for b in range(1, h):
+                    path[b] = path[b - 1] + cell[b]
+                for a in range(1, h):
+                    path[0] += cell[a * h]
+                    for b in range(1, h):
+                        path[b] = min(path[b], path[b - 1]) + cell[a * h + b]
+                out[i, j] = path[h - 1]
+
+
+def local_distance_cpu(qf_local, gf_local) -> np.ndarray:
+    """(Q, G) float32 local distances (Eq. 1 + Eq. 2) of query (Q, H, C) x gallery
+    (G, H, C) local features on the CPU: the compiled one-pass kernel, threads
+    following the free cores (:func:`reid_train.evaluation.threads.free_cores`).
+    Agrees with a float64 double loop to ~1e-6 (exact for duplicates)."""
+    x = np.ascontiguousarray(_as_numpy(qf_local), dtype=np.float32)
+    y = np.ascontiguousarray(_as_numpy(gf_local), dtype=np.float32)
+    if x.ndim != 3 or y.ndim != 3 or x.shape[1:] != y.shape[1:]:
+        raise ValueError(f"need (N, H, C) and (M, H, C) local features, got {x.shape} and {y.shape}")
+    out = np.empty((x.shape[0], y.shape[0]), np.float32)
+    with kernel_threads():
+        _local_distance_kernel(x, y, out)
+    return out
+
+
+def _as_numpy(a) -> np.ndarray:
+    return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+
+
 class LocalDistanceRows:
     """Callable ``(start, stop) -> (stop - start, G)`` float32 numpy local
     distances of query rows ``start:stop`` to the whole gallery, computed in
     ``block x gallery_block`` tiles under ``no_grad`` (a ``DistanceRows``
     for :func:`reid_train.evaluation.evaluate_rank`). The features stay
-    torch tensors on their device (a GPU computes the tiles there)."""
+    torch tensors on their device: on the CPU the rows come from the compiled
+    kernel (:func:`local_distance_cpu`, no tiles needed), on a GPU from
+    :func:`local_distance` tiles there."""
 
     def __init__(self, qf_local, gf_local, block: int = 64, gallery_block: int = 512):
         self.qf = torch.as_tensor(qf_local).float()
@@ -134,9 +232,13 @@ class LocalDistanceRows:
             raise ValueError("block sizes must be >= 1")
         self.block, self.gallery_block = int(block), int(gallery_block)
         self.shape = (self.qf.shape[0], self.gf.shape[0])
+        if self.qf.device.type == "cpu":
+            self.qf_np, self.gf_np = self.qf.contiguous().numpy(), self.gf.contiguous().numpy()
 
     @torch.no_grad()
     def __call__(self, start: int, stop: int) -> np.ndarray:
+        if self.qf.device.type == "cpu":
+            return local_distance_cpu(self.qf_np[start:stop], self.gf_np)
         out = np.empty((stop - start, self.shape[1]), np.float32)
         for s in range(start, stop, self.block):
             e = min(s + self.block, stop)
@@ -148,11 +250,9 @@ class LocalDistanceRows:
 
 def local_distance_blocks(qf_local, gf_local, block: int = 64, gallery_block: int = 512) -> np.ndarray:
     """(Q, G) float32 local distances of query (Q, H, C) x gallery (G, H, C)
-    local features, one ``block x gallery_block`` tile at a time. A tile
-    holds about three ``block * gallery_block * H^2`` float32 tensors (the
-    product, its (H, H, ...) copy normalised in place, the diagonals of the
-    path loop): ~25 MB at the defaults with H = 8, whatever Q and G. Tiles of
-    this size stay cache-friendly: on one CPU core 64 x 512 ran 1.7x faster
-    than 64 x 2048 (bench/bench_local_distance.py)."""
+    local features. CPU features: :func:`local_distance_cpu` (one pass, no
+    temporaries). GPU tensors: one ``block x gallery_block`` tile at a time
+    through :func:`local_distance` (about three ``block * gallery_block * H^2``
+    tensors per tile, ~25 MB at the defaults with H = 8, whatever Q and G)."""
     rows = LocalDistanceRows(qf_local, gf_local, block, gallery_block)
     return rows(0, rows.shape[0])

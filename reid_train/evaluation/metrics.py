@@ -36,8 +36,11 @@ from __future__ import annotations
 
 from typing import Callable, Sequence, Union
 
+import numba
 import numpy as np
 import torch
+
+from .threads import kernel_threads
 
 METRICS = ("euclidean", "sqeuclidean", "cosine")
 ArrayLike = Union[np.ndarray, torch.Tensor]
@@ -145,37 +148,127 @@ def _as_numpy(x: ArrayLike) -> np.ndarray:
 # ----------------------------------------------------------------------------
 # ranking
 # ----------------------------------------------------------------------------
-def positive_positions(dist: np.ndarray, valid: np.ndarray, positive: np.ndarray) -> np.ndarray | None:
-    """0-based positions of the positives in the ranking of one query, ascending.
+_CHUNK = 512  # gallery entries per chunk of the counting pass (fits L1 with its counters)
 
-    The ranking is the stable ascending sort of ``dist`` restricted to
-    ``valid`` entries (``positive`` must be a subset of ``valid``). Only the
-    positives are sorted; the negatives preceding the j-th positive are
-    counted (closer ones, plus equally close ones with a lower gallery index).
-    Returns ``None`` when the query has no positive.
-    """
-    pos_idx = np.flatnonzero(positive)
+
+@numba.njit(cache=True, nogil=True)
+def _first_after(pos_d, pos_idx, d, j):
+    """Number of positives ``k`` with ``(pos_d[k], pos_idx[k]) < (d, j)`` (binary search)."""
+    lo, hi = 0, pos_d.size
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if pos_d[mid] < d or (pos_d[mid] == d and pos_idx[mid] < j):
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@numba.njit(cache=True, nogil=True)
+def _positive_positions(row, pos_idx, pos_pos, g_pids, g_excluded, q_pid):
+    """Fill ``pos_pos`` with the 0-based ranking positions of the positives
+    ``pos_idx`` (ascending gallery index) of one query, in ranking order; sort
+    ``pos_idx`` into that order. One pass over the row.
+
+    A negative ``j`` precedes positive ``k`` iff ``(row[j], j) < (d_k, idx_k)``
+    (ascending distance, ties by gallery index: a stable sort's order), so with
+    the positives sorted by ``(d, idx)`` it precedes a suffix of them, whose
+    start is the number of positives before ``(row[j], j)``; a histogram of
+    those starts and its prefix sum give the counts. Per chunk of the row:
+    where few entries lie within the hardest positive's distance, a binary
+    search for each of them; otherwise a branch-free count of the positives
+    closer than each entry (SIMD compares), ties resolved afterwards.
+    Returns the row's sum times 0 (NaN iff a value is not finite)."""
+    num_pos = pos_idx.size
+    pos_d = row[pos_idx]
+    order = np.argsort(pos_d, kind="mergesort")  # stable: ties keep gallery order
+    pos_d = pos_d[order]
+    pos_idx[:] = pos_idx[order]
+    hardest = pos_d[num_pos - 1]
+    hist = np.zeros(num_pos + 1, np.int64)
+    count = np.empty(_CHUNK, np.int32)
+    finite_check = 0.0
+    for j0 in range(0, row.size, _CHUNK):
+        n = min(_CHUNK, row.size - j0)
+        r = row[j0:j0 + n]
+        near = 0
+        for jj in range(n):
+            near += r[jj] <= hardest
+            finite_check += r[jj] * 0.0
+        if near * 8 < n or num_pos > 64:
+            for jj in range(n):
+                d, j = r[jj], j0 + jj
+                if d > hardest or g_excluded[j] or g_pids[j] == q_pid:
+                    continue  # beyond every positive / junk / positive or same-camera match
+                hist[_first_after(pos_d, pos_idx, d, j)] += 1
+            continue
+        for jj in range(n):
+            count[jj] = 0
+        for k in range(num_pos):
+            pk = pos_d[k]
+            for jj in range(n):
+                count[jj] += np.int32(pk < r[jj])
+        for jj in range(n):
+            d, j = r[jj], j0 + jj
+            if d > hardest or g_excluded[j] or g_pids[j] == q_pid:
+                continue
+            c = count[jj]
+            while c < num_pos and pos_d[c] == d and pos_idx[c] < j:  # equal distance, lower index first
+                c += 1
+            hist[c] += 1
+    preceding = 0
+    for k in range(num_pos):
+        preceding += hist[k]
+        pos_pos[k] = k + preceding
+    return finite_check
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _rank_rows(dist, q_pids, q_camids, g_pids, g_camids, g_excluded, pid_ptr, pid_members, q_group,
+               first_hit, ap, inp, bad):
+    """Per query row: position of the first positive (-1 when it has none), AP, INP."""
+    for r in numba.prange(dist.shape[0]):
+        first_hit[r] = -1
+        grp = q_group[r]
+        if grp < 0:
+            bad[r] = dist[r].sum() * 0.0  # no positive: still check finiteness
+            continue
+        members = pid_members[pid_ptr[grp]:pid_ptr[grp + 1]]
+        count = 0
+        for m in members:
+            count += g_camids[m] != q_camids[r] and not g_excluded[m]
+        if count == 0:
+            bad[r] = dist[r].sum() * 0.0
+            continue
+        pos_idx = np.empty(count, np.int64)
+        count = 0
+        for m in members:
+            if g_camids[m] != q_camids[r] and not g_excluded[m]:
+                pos_idx[count] = m
+                count += 1
+        pos_pos = np.empty(count, np.int64)
+        bad[r] = _positive_positions(dist[r], pos_idx, pos_pos, g_pids, g_excluded, q_pids[r])
+        first_hit[r] = pos_pos[0]
+        s = 0.0
+        for k in range(count):
+            s += (k + 1.0) / (pos_pos[k] + 1.0)
+        ap[r] = s / count
+        inp[r] = count / (pos_pos[count - 1] + 1.0)
+
+
+def positive_positions(dist: np.ndarray, valid: np.ndarray, positive: np.ndarray) -> np.ndarray | None:
+    """0-based positions of the positives in the ranking of one query, ascending:
+    the stable ascending sort of ``dist`` restricted to ``valid`` entries
+    (``positive`` a subset of ``valid``). ``None`` when there is no positive.
+    The single-row form of what :func:`evaluate_rank` computes per query."""
+    pos_idx = np.flatnonzero(positive).astype(np.int64)
     if pos_idx.size == 0:
         return None
-    pos_d = dist[pos_idx]
-    order = np.argsort(pos_d, kind="stable")
-    pos_d, pos_idx = pos_d[order], pos_idx[order]
-    # negatives beyond the hardest positive cannot precede any positive
-    neg = valid & ~positive & (dist <= pos_d[-1])
-    neg_d = dist[neg]
-    num_pos = pos_d.size
-    if num_pos <= 64:  # a few branch-free comparison passes beat binary search
-        closer = np.count_nonzero(neg_d[None, :] < pos_d[:, None], axis=1)
-        not_farther = np.count_nonzero(neg_d[None, :] <= pos_d[:, None], axis=1)
-    else:  # searchsorted 'right'/'left' counts the positives at or below each negative
-        closer = np.cumsum(np.bincount(np.searchsorted(pos_d, neg_d, "right"), minlength=num_pos + 1))[:num_pos]
-        not_farther = np.cumsum(np.bincount(np.searchsorted(pos_d, neg_d, "left"), minlength=num_pos + 1))[:num_pos]
-    tied = np.flatnonzero(not_farther > closer)
-    if tied.size:  # same distance as the positive: the lower gallery index comes first
-        neg_idx = np.flatnonzero(neg)
-        for k in tied:
-            closer[k] += np.count_nonzero((neg_d == pos_d[k]) & (neg_idx < pos_idx[k]))
-    return np.arange(num_pos) + closer
+    excluded = ~np.asarray(valid, bool) | np.asarray(positive, bool)
+    pos_pos = np.empty(pos_idx.size, np.int64)
+    _positive_positions(np.ascontiguousarray(dist), pos_idx, pos_pos,
+                        np.zeros(dist.size, np.int64), excluded, np.int64(-1))
+    return pos_pos
 
 
 def evaluate_rank(distmat: ArrayLike | DistanceRows, q_pids: Sequence[int], g_pids: Sequence[int],
@@ -186,14 +279,16 @@ def evaluate_rank(distmat: ArrayLike | DistanceRows, q_pids: Sequence[int], g_pi
 
     ``distmat`` is a (Q, G) array/tensor or a callable ``(start, stop) ->
     (stop-start, G)`` giving query rows on demand (see :func:`evaluate_features`).
-    Rows are consumed ``block_size`` at a time.
+    Rows are consumed ``block_size`` at a time; each row is read once by a
+    compiled kernel (numba, threads over rows: :func:`reid_train.evaluation.threads.free_cores`).
 
     Returns ``dict(cmc=(max_rank,) float64, mAP, mINP, rank1/rank5/rank10/rank20
     (those <= max_rank), num_valid_queries, num_skipped_queries)``; metrics are
     fractions in [0, 1].
     """
-    q_pids, g_pids = np.asarray(q_pids).ravel(), np.asarray(g_pids).ravel()
-    q_camids, g_camids = np.asarray(q_camids).ravel(), np.asarray(g_camids).ravel()
+    q_pids, g_pids = np.asarray(q_pids).ravel().astype(np.int64), np.asarray(g_pids).ravel().astype(np.int64)
+    q_camids = np.asarray(q_camids).ravel().astype(np.int64)
+    g_camids = np.asarray(g_camids).ravel().astype(np.int64)
     num_q, num_g = q_pids.size, g_pids.size
     if q_camids.size != num_q or g_camids.size != num_g:
         raise ValueError("pids and camids must have the same length")
@@ -203,41 +298,45 @@ def evaluate_rank(distmat: ArrayLike | DistanceRows, q_pids: Sequence[int], g_pi
         if tuple(distmat.shape) != (num_q, num_g):
             raise ValueError(f"distmat shape {tuple(distmat.shape)} != ({num_q}, {num_g})")
         rows = lambda a, b: distmat[a:b]  # noqa: E731
-    is_junk = np.isin(g_pids, np.asarray(junk_pids, dtype=g_pids.dtype))
+    excluded = np.isin(g_pids, np.asarray(junk_pids, dtype=np.int64))
     if g_junk is not None:
         g_junk = np.asarray(g_junk, dtype=bool).ravel()
         if g_junk.size != num_g:
             raise ValueError(f"g_junk has {g_junk.size} entries, gallery has {num_g}")
-        is_junk |= g_junk
+        excluded |= g_junk
+    # gallery indices grouped by pid (ascending index within a pid), and each query's group
+    by_pid = np.argsort(g_pids, kind="stable")
+    uniq, starts = np.unique(g_pids[by_pid], return_index=True)
+    pid_ptr = np.append(starts, num_g).astype(np.int64)
+    where = np.searchsorted(uniq, q_pids)
+    found = (where < uniq.size) & (uniq[np.minimum(where, max(uniq.size - 1, 0))] == q_pids) if uniq.size \
+        else np.zeros(num_q, bool)
+    q_group = np.where(found, where, -1).astype(np.int64)
 
-    first_hits = np.zeros(max_rank, dtype=np.int64)  # queries whose first positive is at position k
-    ap_sum = inp_sum = 0.0
-    num_valid = num_skipped = 0
-    for start in range(0, num_q, block_size):
-        stop = min(start + block_size, num_q)
-        dist = _as_numpy(rows(start, stop))
-        if dist.shape != (stop - start, num_g):
-            raise ValueError(f"distance block {start}:{stop} has shape {dist.shape}, expected {(stop - start, num_g)}")
-        if not np.isfinite(dist).all():
-            raise ValueError(f"non-finite distances in query rows {start}:{stop}")
-        same_pid = q_pids[start:stop, None] == g_pids[None, :]
-        valid = ~(same_pid & (q_camids[start:stop, None] == g_camids[None, :])) & ~is_junk[None, :]
-        positive = same_pid & valid
-        for r in range(stop - start):
-            pos = positive_positions(dist[r], valid[r], positive[r])
-            if pos is None:
-                num_skipped += 1
-                continue
-            num_valid += 1
-            if pos[0] < max_rank:
-                first_hits[pos[0]] += 1
-            ap_sum += float(np.mean(np.arange(1, pos.size + 1) / (pos + 1.0)))
-            inp_sum += pos.size / (pos[-1] + 1.0)
+    first_hit = np.empty(num_q, np.int64)
+    ap, inp, bad = np.zeros(num_q), np.zeros(num_q), np.zeros(num_q)
+    with kernel_threads():
+        for start in range(0, num_q, block_size):
+            stop = min(start + block_size, num_q)
+            dist = _as_numpy(rows(start, stop))
+            if dist.shape != (stop - start, num_g):
+                raise ValueError(f"distance block {start}:{stop} has shape {dist.shape}, "
+                                 f"expected {(stop - start, num_g)}")
+            if dist.dtype not in (np.float32, np.float64):
+                dist = dist.astype(np.float64)
+            s = slice(start, stop)
+            _rank_rows(np.ascontiguousarray(dist), q_pids[s], q_camids[s], g_pids, g_camids, excluded,
+                       pid_ptr, by_pid.astype(np.int64), q_group[s], first_hit[s], ap[s], inp[s], bad[s])
+            if np.isnan(bad[s]).any():
+                raise ValueError(f"non-finite distances in query rows {start}:{stop}")
+    valid = first_hit >= 0
+    num_valid = int(valid.sum())
     if num_valid == 0:
         raise ValueError("no query has a positive in the gallery")
-    cmc = np.cumsum(first_hits) / num_valid
-    out = dict(cmc=cmc, mAP=ap_sum / num_valid, mINP=inp_sum / num_valid,
-               num_valid_queries=num_valid, num_skipped_queries=num_skipped)
+    hits = first_hit[valid]
+    cmc = np.cumsum(np.bincount(hits[hits < max_rank], minlength=max_rank)[:max_rank]) / num_valid
+    out = dict(cmc=cmc, mAP=float(ap[valid].sum() / num_valid), mINP=float(inp[valid].sum() / num_valid),
+               num_valid_queries=num_valid, num_skipped_queries=num_q - num_valid)
     for k in (1, 5, 10, 20):
         if k <= max_rank:
             out[f"rank{k}"] = float(cmc[k - 1])

@@ -27,15 +27,16 @@ What differs is only how it is computed. The dense version holds several
 size) and loops in Python over rows and columns. Here:
 
 * the original distances are produced ``block_size`` rows at a time (from
-  features, or from the given matrices); each block yields the row maxima,
-  the top ``max(k1+1, k2)`` neighbours (torch.topk + a stable tie rule, so
-  the order equals a stable argsort) and, for query rows, the normalised
-  query-gallery part of the output;
+  features -- on their device when they are GPU tensors -- or gathered from the
+  given matrices by a compiled tiled transpose); a compiled pass per row gives
+  the row maximum, the normalised row and its top ``max(k1+1, k2)`` neighbours
+  in stable-sort order, and for query rows the normalised query-gallery part
+  of the output;
 * k-reciprocal tests are vectorised over blocks of rows on the top-k table;
-* ``V`` and its query expansion are CSR matrices, the gallery rows of V are
-  re-indexed by column (CSC), and Jaccard is accumulated only for query rows
-  against gallery columns, blocks of queries sized by the number of
-  (query, gallery, column) triples.
+* ``V`` and its query expansion are CSR matrices; the gallery rows of V are
+  re-indexed by column (CSC), and one compiled pass per query row accumulates
+  Jaccard against every gallery column through that index and writes the
+  final blend into the output (threads over query rows).
 
 Memory, with n = N+M, K = max(k1+1, k2), Kh = round(k1/2)+1:
 O(n*K) for the neighbour table; V has at most n*(k1+1)*(Kh+1) non-zeros and its
@@ -47,10 +48,12 @@ at MSMT17 size, dim 128 (output 3.65 GiB; +0.7 GiB of features at dim 2048). Fea
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 import torch
 
 from .metrics import METRICS, QueryBlockDistances
+from .threads import kernel_threads
 
 
 # ----------------------------------------------------------------------------
@@ -62,7 +65,12 @@ class _FeatureDistances:
     def __init__(self, qf, gf, metric: str):
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+        self.device_rows = None
         if isinstance(qf, torch.Tensor):
+            if qf.device.type != "cpu":  # distance rows on the features' device, the rest on the CPU
+                both = torch.cat([qf.detach(), gf.detach().to(qf.device)])
+                both = both if both.is_floating_point() else both.float()
+                self.device_rows = QueryBlockDistances(both, both, "sqeuclidean" if metric == "euclidean" else metric)
             qf, gf = qf.detach().cpu().numpy(), gf.detach().cpu().numpy()
         feats = np.concatenate([np.asarray(qf), np.asarray(gf)])
         if feats.dtype not in (np.float32, np.float64):
@@ -78,7 +86,10 @@ class _FeatureDistances:
         return d if self.metric == "euclidean" else d * d
 
     def rows(self, start: int, stop: int) -> np.ndarray:
-        return self._square(self.rows_of(start, stop)).astype(np.float32, copy=False)
+        if self.device_rows is not None:
+            d = self.device_rows(start, stop)
+            return np.ascontiguousarray(self._square(d).float().cpu().numpy())
+        return np.ascontiguousarray(self._square(self.rows_of(start, stop)).astype(np.float32, copy=False))
 
     def pairs(self, i: np.ndarray, j: np.ndarray, chunk: int = 8192) -> np.ndarray:
         out = np.empty(i.size, np.float32)
@@ -110,14 +121,10 @@ class _MatrixDistances:
         return np.power(x, 2).astype(np.float32)
 
     def rows(self, start: int, stop: int) -> np.ndarray:
-        nq, parts = self.num_query, []
-        if start < nq:  # query i: column i of the concatenation = [q_q[:, i], q_g[i, :]]
-            s, e = start, min(stop, nq)
-            parts.append(np.concatenate([self.q_q[:, s:e].T, self.q_g[s:e]], axis=1))
-        if stop > nq:  # gallery j: [q_g[:, j], g_g[:, j]]
-            s, e = max(start, nq) - nq, stop - nq
-            parts.append(np.concatenate([self.q_g[:, s:e].T, self.g_g[:, s:e].T], axis=1))
-        return self._square(np.concatenate(parts) if len(parts) > 1 else parts[0])
+        out = np.empty((stop - start, self.n), np.float32)
+        with kernel_threads():
+            _gather_transposed_squared(self.q_q, self.q_g, self.g_g, start, out)
+        return out
 
     def pairs(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         # entry (i, j) of the transposed concatenation = concatenation[j, i]
@@ -137,20 +144,77 @@ class _MatrixDistances:
 # ----------------------------------------------------------------------------
 # steps of the algorithm
 # ----------------------------------------------------------------------------
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _gather_transposed_squared(q_q, q_g, g_g, start, out):
+    """Rows ``start:start+len(out)`` of the transposed ``[[q_q, q_g], [q_g^T, g_g]]``,
+    squared in the inputs' precision and rounded to float32 (the original's
+    ``np.power(d, 2).astype(np.float32)``): item ``i < nq`` is ``[q_q[:, i], q_g[i]]``,
+    gallery item ``g`` is ``[q_g[:, g], g_g[:, g]]``. Column reads go through
+    64 x 64 tiles (a transpose that stays in cache), threads over column tiles."""
+    nq, ng = q_g.shape
+    rows = out.shape[0]
+    n = nq + ng
+    tile = 64
+    for t in numba.prange((n + tile - 1) // tile):
+        j0 = t * tile
+        j1 = min(j0 + tile, n)
+        for r0 in range(0, rows, tile):
+            r1 = min(r0 + tile, rows)
+            for j in range(j0, j1):            # source row j, read along r (contiguous)
+                for r in range(r0, r1):
+                    i = start + r
+                    if i < nq:
+                        x = q_q[j, i] if j < nq else q_g[i, j - nq]
+                    else:
+                        x = q_g[j, i - nq] if j < nq else g_g[j - nq, i - nq]
+                    out[r, j] = np.float32(x * x)
+
+
+@numba.njit(cache=True, nogil=True)
+def _select_row(row, k, idx):
+    """Indices of the ``k`` smallest of ``row`` in stable-sort order (value, then index):
+    one pass keeping a sorted list of ``k``; an entry replaces the k-th only if strictly smaller."""
+    vals = np.empty(k, row.dtype)
+    filled = 0
+    for j in range(row.size):
+        v = row[j]
+        if filled == k and not v < vals[k - 1]:
+            continue
+        p = filled if filled < k else k - 1
+        while p > 0 and vals[p - 1] > v:  # equal values keep the earlier index first
+            if p < k:
+                vals[p], idx[p] = vals[p - 1], idx[p - 1]
+            p -= 1
+        vals[p], idx[p] = v, j
+        if filled < k:
+            filled += 1
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _normalise_select(dist, k, top, row_max):
+    """Per row: divide by the row maximum in place (float32, as the original), then
+    the ``k`` nearest in stable order into ``top``."""
+    for r in numba.prange(dist.shape[0]):
+        row = dist[r]
+        mx = row[0]
+        for j in range(row.size):
+            mx = max(mx, row[j])
+        row_max[r] = mx
+        for j in range(row.size):
+            row[j] = row[j] / mx
+        _select_row(row, k, top[r])
+
+
 def smallest_k_stable(dist: np.ndarray, k: int) -> np.ndarray:
     """Per row, the indices of the ``k`` smallest values in the order of
-    ``np.argsort(dist, kind="stable")[:, :k]`` (value, then index), in O(n) per
-    row: a partial selection (``torch.topk``, multi-threaded and ~6x faster
-    than ``np.argpartition``), then a full stable sort only for rows whose k-th
-    value is tied with an unselected entry."""
-    vals, part = torch.topk(torch.from_numpy(np.ascontiguousarray(dist)), k, dim=1, largest=False, sorted=False)
-    vals, part = vals.numpy(), part.numpy()
-    kth = vals.max(1, keepdims=True)
-    straddling = np.flatnonzero((dist == kth).sum(1) != (vals == kth).sum(1))
-    part = np.take_along_axis(part, np.lexsort((part, vals), axis=1), 1)
-    for r in straddling:
-        part[r] = np.argsort(dist[r], kind="stable")[:k]
-    return part
+    ``np.argsort(dist, kind="stable")[:, :k]`` (value, then index), in one pass
+    per row (compiled; threads over rows)."""
+    dist = np.ascontiguousarray(dist)
+    top = np.empty((dist.shape[0], k), np.int64)
+    with kernel_threads():
+        for r in range(dist.shape[0]):
+            _select_row(dist[r], k, top[r])
+    return top
 
 
 def reciprocal_mask(top: np.ndarray, block: int = 8192) -> np.ndarray:
@@ -223,41 +287,34 @@ def local_query_expansion(indptr, indices, data, top_k2: np.ndarray, block: int 
     return _csr_from_pairs(counts, cols, vals)
 
 
-def jaccard_query_gallery(indptr, indices, data, num_query: int, max_triples: int = 1 << 22,
-                          max_cells: int = 1 << 23):
-    """Eq. 10 for query rows vs gallery columns. Yields ``(start, stop,
-    jaccard block)``; ``min(V_q[k], V_g[k])`` is summed over the gallery rows
-    of column k through an inverted (CSC) index of the gallery rows of V."""
+def _gallery_columns(indptr, indices, data, num_query: int):
+    """Inverted (CSC) index of the gallery rows of V: for column k, the gallery
+    rows holding it (``col_rows[col_ptr[k]:col_ptr[k+1]]``) and their values."""
     n = indptr.size - 1
-    num_gallery = n - num_query
     g_start = indptr[num_query]
-    g_rows = np.repeat(np.arange(num_gallery), np.diff(indptr[num_query:]))
+    g_rows = np.repeat(np.arange(n - num_query), np.diff(indptr[num_query:]))
     by_col = np.argsort(indices[g_start:], kind="stable")
-    col_rows = g_rows[by_col]
-    col_vals = data[g_start:][by_col]
-    col_ptr = np.concatenate([[0], np.cumsum(np.bincount(indices[g_start:], minlength=n))])
-    # triples per query, to size the blocks
-    q_entry_lens = col_ptr[indices[:g_start] + 1] - col_ptr[indices[:g_start]]
-    q_entry_rows = np.repeat(np.arange(num_query), np.diff(indptr[:num_query + 1]))
-    q_triples = np.bincount(q_entry_rows, weights=q_entry_lens, minlength=num_query).astype(np.int64)
-    max_rows = max(1, max_cells // max(num_gallery, 1))
-    s = 0
-    while s < num_query:
-        e = s + 1
-        budget = q_triples[s]
-        while e < num_query and e - s < max_rows and budget + q_triples[e] <= max_triples:
-            budget += q_triples[e]
-            e += 1
-        ent = np.arange(indptr[s], indptr[e])
-        ent_row = np.repeat(np.arange(e - s), np.diff(indptr[s:e + 1]))
-        pos, lens = _gather_segments(col_ptr, indices[ent].astype(np.int64))
-        overlap = np.minimum(np.repeat(data[ent], lens), col_vals[pos])
-        target = np.repeat(ent_row, lens) * np.int64(num_gallery) + col_rows[pos]
-        m = np.bincount(target, weights=overlap, minlength=(e - s) * num_gallery)
-        m = m.reshape(e - s, num_gallery)
-        m /= 2 - m
-        yield s, e, np.subtract(1, m, out=m)
-        s = e
+    col_ptr = np.concatenate([[0], np.cumsum(np.bincount(indices[g_start:], minlength=n))]).astype(np.int64)
+    return col_ptr, g_rows[by_col].astype(np.int64), data[g_start:][by_col]
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _jaccard_combine(indptr, indices, data, col_ptr, col_rows, col_vals, lambda_value, out):
+    """Eq. 10 + Eq. 12 in place: ``out[q] <- (1 - lambda) jaccard(q, .) + lambda out[q]``.
+
+    Per query row: ``m_g = sum_k min(V_q[k], V_g[k])`` over the query's columns k
+    and the gallery rows g holding k (the inverted index), accumulated in float64;
+    ``jaccard = 1 - m / (2 - m)`` (rows of V sum to 1)."""
+    num_query, num_gallery = out.shape
+    for q in numba.prange(num_query):
+        m = np.zeros(num_gallery, np.float64)
+        for e in range(indptr[q], indptr[q + 1]):
+            k, vq = indices[e], data[e]
+            for t in range(col_ptr[k], col_ptr[k + 1]):
+                m[col_rows[t]] += min(vq, col_vals[t])
+        for g in range(num_gallery):
+            jac = 1.0 - m[g] / (2.0 - m[g])
+            out[q, g] = jac * (1.0 - lambda_value) + np.float64(out[q, g]) * lambda_value
 
 
 def _rerank(source, k1: int, k2: int, lambda_value: float, block_size: int | None) -> np.ndarray:
@@ -273,10 +330,8 @@ def _rerank(source, k1: int, k2: int, lambda_value: float, block_size: int | Non
     for s in range(0, n, block):
         e = min(s + block, n)
         dist = source.rows(s, e)
-        mx = dist.max(1)
-        row_max[s:e] = mx
-        dist /= mx[:, None]
-        top[s:e] = smallest_k_stable(dist, k_top)
+        with kernel_threads():
+            _normalise_select(dist, k_top, top[s:e], row_max[s:e])
         if s < nq:
             out[s:min(e, nq)] = dist[: min(e, nq) - s, nq:]
         del dist
@@ -284,8 +339,9 @@ def _rerank(source, k1: int, k2: int, lambda_value: float, block_size: int | Non
     if k2 != 1:
         indptr, indices, data = local_query_expansion(indptr, indices, data, top[:, :k2])
     del top
-    for s, e, jaccard in jaccard_query_gallery(indptr, indices, data, nq):
-        out[s:e] = jaccard * (1 - lambda_value) + out[s:e] * lambda_value
+    col_ptr, col_rows, col_vals = _gallery_columns(indptr, indices, data, nq)
+    with kernel_threads():
+        _jaccard_combine(indptr, indices, data, col_ptr, col_rows, col_vals, float(lambda_value), out)
     return out
 
 

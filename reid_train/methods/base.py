@@ -71,6 +71,13 @@ class Method(nn.Module):
 
     # --- defaults ------------------------------------------------------------
     @property
+    def eval_requires(self) -> tuple[str, ...]:
+        """Store groups :meth:`extract` reads (evaluation asks only for these):
+        by default the training groups ``requires``; a method whose test
+        features come from the image alone returns ``()``."""
+        return self.requires
+
+    @property
     def distance(self) -> str:
         """Evaluation distance, ``"euclidean"`` or ``"cosine"`` (the config's ``metric``)."""
         return self.cfg.metric

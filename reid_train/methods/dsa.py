@@ -280,6 +280,11 @@ class DSA(Method):
         return terms
 
     # --- inference -----------------------------------------------------------
+    @property
+    def eval_requires(self) -> tuple[str, ...]:
+        """The MF-Stream features need the image only; ``eval_feature="fused"`` also the DSAP-images."""
+        return self.requires if self.cfg.eval_feature == "fused" and self.dsag is not None else ()
+
     def extract(self, batch: dict) -> torch.Tensor:
         """``[f_G, f_L]`` (MF-Stream only), or ``[z_G, z_L]`` with ``eval_feature="fused"``;
         ``eval_branches`` keeps one of the two."""

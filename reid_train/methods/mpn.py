@@ -313,6 +313,11 @@ class MPN(Method):
         return terms
 
     # --- inference -----------------------------------------------------------
+    @property
+    def eval_requires(self) -> tuple[str, ...]:
+        """The MTs' features ``h`` need the image only; the AT-only baseline reads the priors."""
+        return () if self.mt is not None else self.requires
+
     def extract(self, batch: dict) -> torch.Tensor:
         """``h = [f_1 .. f_K]`` (Eq. 2); ``g`` for the AT-only baseline."""
         F_map = self.backbone(batch["images"])

@@ -1,0 +1,287 @@
+"""How good are the CPU estimators (``pose-chart``, ``pose`` parsing/segmentation)? Two yardsticks.
+
+**Real crops** (``bench/data/handchecked_crops.csv``, 201 crops of ``../shared/data`` looked at one by
+one, see ``bench/data/README.md``): the images are resized to the store size (256 x 128, as ingest
+does) and run through the flows' own unit functions (``pipelines.build_mpn.mpn_unit``,
+``pipelines.build_dsap.estimate_unit`` + ``dsap_unit``), so the figures are what a user gets:
+
+* *false fallback*: MPN falls back although the crop shows the head and the legs (% of images);
+* *legs painted where hidden*: on crops whose legs are not visible, or whose lower body is hidden
+  by something in front, the share of images where ``pose-chart`` paints lower-leg parts
+  (11-14) or the parsing paints a leg;
+* fallback rate per camera, DSAP coverage of the "ok" images (< 5 %, < 15 %), the quality flags.
+
+**Synthetic world** (:mod:`priors.synthetic`, rendered at 256 x 128 with occluders on half of the
+images: railings, parapets, bags, a second person in front; front, back and profile views): on the
+images where mediapipe finds the person, the estimated part map against the oracle's
+(per-part IoU, pooled over images, then the mean over the 24 parts), the body-mask IoU
+(``i > 0`` against the true ``i > 0``) and the segmentation source's mask IoU against the true
+person mask, split by view and occlusion; and two bounds: the part IoU the same skeletons reach on
+the *true* body mask, and BlazePose's mask against the true body (accessories and occluders excluded).
+
+Usage::
+
+    python bench/bench_pose_quality.py [--data ../shared/data] [--world /tmp/pose-world]
+        [--ids 30 --per-id 8] [--json out.json] [--maps maps.npz] [--only real|synthetic]
+
+``--maps`` saves the part maps and parsing of the figure crops; ``--compare BEFORE.npz AFTER.npz --figure
+PNG`` draws them side by side (``docs/figures/pose_before_after.png``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+CSV = ROOT / "bench" / "data" / "handchecked_crops.csv"
+SIZE = (256, 128)
+LOWER_LEG_PARTS = (11, 12, 13, 14)
+FIGURE_CROPS = (  # rows of the hand-checked CSV: cut at the hips behind a railing, railing at the thighs,
+    # back view cut at the hips, back view, carried bag, back view behind a block
+    "cuhk03_labeled_val/0059_07.jpg", "mini_market1501/query/0025_c6s1_002551_00.jpg", "cuhk03_labeled_val/0022_07.jpg",
+    "mini_market1501/bounding_box_test/0018_c1s1_001851_01.jpg",
+    "mini_market1501/bounding_box_train/0043_c2s1_003626_02.jpg", "cuhk03_labeled_val/0014_06.jpg",
+)
+
+
+def camera_of(relpath: str) -> str:
+    name = Path(relpath).name
+    if relpath.startswith("cuhk03"):
+        return "cuhk-A" if int(name[5:7]) < 5 else "cuhk-B"
+    return "market-" + name.split("_")[1][:2]
+
+
+def load_real(data: Path) -> tuple[pd.DataFrame, np.ndarray]:
+    from storage.decode import read_and_check, resize_rgb
+
+    table = pd.read_csv(CSV).rename(columns={"view": "hand_view"})
+    images = np.stack([resize_rgb(read_and_check(str(data / rel)).rgb, SIZE) for rel in table["relpath"]])
+    table.insert(0, "image_id", np.arange(len(table), dtype=np.int64))
+    return table, images
+
+
+def run_units(images: np.ndarray, rows: pd.DataFrame, batch: int = 32):
+    """MPN stats and DSAP coverage/IUV of every image, through the flows' unit functions."""
+    from pipelines.build_dsap import dsap_unit, estimate_unit
+    from pipelines.build_mpn import mpn_unit
+    from priors.estimators import dense_estimator, parsing_source, segmentation_source
+    from priors.mpn_prior import BINARIZE_THRESHOLD, HEAD_MIN_FRAC, LEG_MIN_FRAC, feature_map_size
+
+    par, seg, est = parsing_source("pose"), segmentation_source("pose"), dense_estimator("pose-chart")
+    prior = dict(feat_hw=feature_map_size((384, 128), 16), K=6, head_min_frac=HEAD_MIN_FRAC,
+                 leg_min_frac=LEG_MIN_FRAC, threshold=BINARIZE_THRESHOLD)
+    stats, cover, i_maps, labels, est_fails = [], [], [], [], []
+    for s in range(0, len(images), batch):
+        im, r = images[s:s + batch], rows.iloc[s:s + batch]
+        _, tables, _ = mpn_unit(par, seg, im, r, prior)
+        stats.append(tables["stats"])
+        labels.append(par.parse(im, r).labels)
+        arrays, fails, quality = estimate_unit(est, im, r)
+        est_fails.append(fails)
+        _, cov, _ = dsap_unit(im, arrays["i"], arrays["uv"], 32, "image_mean", r["image_id"].to_numpy(), fails, quality)
+        cover.append(cov["coverage"])
+        i_maps.append(arrays["i"])
+    return (pd.concat(stats, ignore_index=True), pd.concat(cover, ignore_index=True), np.concatenate(i_maps),
+            np.concatenate(labels), pd.concat(est_fails, ignore_index=True))
+
+
+def real_report(data: Path, maps: Path | None) -> dict:
+    from priors.estimators import CoarseParsing
+
+    table, images = load_real(data)
+    t0 = time.perf_counter()
+    stats, cover, i_maps, labels, est_fails = run_units(images, table)
+    seconds = time.perf_counter() - t0
+    df = table.merge(stats, on="image_id").merge(cover, on="image_id")
+    est_ok = ~df["image_id"].isin(est_fails["image_id"])
+    visible = (df.head_visible == 1) & (df.legs_visible == 1)
+    lower_legs = np.isin(i_maps, LOWER_LEG_PARTS).reshape(len(df), -1).any(axis=1)
+    any_legs = np.isin(i_maps, range(7, 15)).reshape(len(df), -1).any(axis=1)
+    parsed_legs = np.isin(labels, (CoarseParsing.LEFT_LEG, CoarseParsing.RIGHT_LEG)).reshape(len(df), -1).any(axis=1)
+    hidden = df.legs_visible == 0
+    occluded = df.lower_body_occluded == 1
+    out = {
+        "images": int(len(df)), "seconds": round(seconds, 1),
+        "fallback": float(df.fallback.mean()),
+        "false_fallback": float((df.fallback & visible).mean()),
+        "false_fallback_n": int((df.fallback & visible).sum()),
+        "fallback_reasons": df.loc[df.fallback, "fallback_reason"].value_counts().to_dict(),
+        "fallback_by_camera": df.groupby(df.relpath.map(camera_of))["fallback"].mean().round(3).to_dict(),
+        "fallback_by_view": df.groupby("hand_view")["fallback"].mean().round(3).to_dict(),
+        "pose_found": float(est_ok.mean()),
+        "legs_hidden_n": int(hidden.sum()),
+        "lower_legs_painted_where_hidden": float(lower_legs[hidden].mean()) if hidden.any() else None,
+        "leg_parts_painted_where_hidden": float(any_legs[hidden].mean()) if hidden.any() else None,
+        "parsed_legs_where_hidden": float(parsed_legs[hidden].mean()) if hidden.any() else None,
+        "occluded_n": int(occluded.sum()),
+        "lower_legs_painted_occluded": float(lower_legs[occluded].mean()),
+        "lower_legs_painted_visible": float(lower_legs[~occluded & ~hidden].mean()),
+        "ok_coverage_under_5pct": int(((df.coverage < 0.05) & est_ok).sum()),
+        "ok_coverage_under_15pct": int(((df.coverage < 0.15) & est_ok).sum()),
+    }
+    for col in ("low_quality_x", "low_quality_y"):  # MPN stats, DSAP coverage
+        if col in df:
+            out[f"{'mpn' if col.endswith('x') else 'dsap'}_low_quality"] = df.loc[df[col] != "", col].value_counts().to_dict()
+    if "low_quality_y" in df:
+        flagged = df["low_quality_y"] != ""
+        out["ok_coverage_under_5pct_unflagged"] = int(((df.coverage < 0.05) & est_ok & ~flagged).sum())
+        out["ok_coverage_under_15pct_unflagged"] = int(((df.coverage < 0.15) & est_ok & ~flagged).sum())
+    if maps is not None:
+        pick = [int(np.flatnonzero(df.relpath == rel)[0]) for rel in FIGURE_CROPS]
+        np.savez_compressed(maps, relpath=np.array(FIGURE_CROPS), images=images[pick], i=i_maps[pick],
+                            parsing=labels[pick], fallback=df.fallback.to_numpy()[pick],
+                            reason=df.fallback_reason.to_numpy().astype(str)[pick])
+    return out
+
+
+def synthetic_world(path: Path, ids: int, per_id: int, seed: int) -> Path:
+    from priors.synthetic import write_dataset
+
+    if not (path / "groundtruth" / "attributes.json").is_file():
+        write_dataset(path, ids=ids, images_per_id=per_id, cameras=6, seed=seed, size=SIZE, progress=False,
+                      occlusion=0.5, distractors=0)
+    return path
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
+    union = (a | b).sum(axis=1)
+    return np.where(union > 0, (a & b).sum(axis=1) / np.maximum(union, 1), np.nan)
+
+
+def part_iou(est: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """Per-part IoU (24,), pooled over the images: sum of intersections / sum of unions."""
+    e, g = est.ravel().astype(np.int64), gt.ravel().astype(np.int64)
+    inter = np.bincount(e[e == g], minlength=25)[1:25]
+    union = np.bincount(e, minlength=25)[1:25] + np.bincount(g, minlength=25)[1:25] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1), np.nan)
+
+
+def synthetic_report(world: Path, batch: int = 32) -> dict:
+    from dataclasses import replace
+
+    import cv2
+
+    from priors.backends.pose_chart import landmarks_to_iuv
+    from priors.estimators import OK, dense_estimator, segmentation_source
+    from priors.synthetic.dataset import load_sidecar, read_image_table
+
+    table = read_image_table(world)
+    est, seg = dense_estimator("pose-chart"), segmentation_source("pose")
+    found, est_i, gt_i, seg_m, gt_m, bound_i = [], [], [], [], [], []
+    t0 = time.perf_counter()
+    for s in range(0, len(table), batch):
+        rows = table.iloc[s:s + batch].assign(image_id=np.arange(s, min(s + batch, len(table))))
+        images = np.stack([cv2.imread(str(world / r))[:, :, ::-1] for r in rows.relpath])
+        res = est.estimate(images, rows)
+        found.extend(st == OK for st in res.status)
+        est_i.append(res.i)
+        seg_m.append(seg.segment(images, rows).mask)
+        truths = [load_sidecar(world, r) for r in rows.relpath]
+        gt_i.append(np.stack([t["i"] for t in truths]))
+        gt_m.append(np.stack([t["mask"] for t in truths]))
+        # the same skeleton on the *true* body mask, every pixel assigned: what a perfect mask would give
+        pose, every = est._runner.pose(images), replace(est.chart, max_distance=1e9)  # cached: no second run
+        bound_i.append(np.stack([landmarks_to_iuv(pose.landmarks[k], gt_i[-1][k] > 0, every)[0] if st == OK
+                                 else np.zeros_like(gt_i[-1][k]) for k, st in enumerate(res.status)]))
+    seconds = time.perf_counter() - t0
+    found = np.array(found)
+    est_i, gt_i, seg_m, gt_m, bound_i = map(np.concatenate, (est_i, gt_i, seg_m, gt_m, bound_i))
+    view = table.view.map({"front": "front", "back": "back", "left": "profile", "right": "profile"}).to_numpy()
+    occ = (table.occlusion != "none").to_numpy()
+    body = mask_iou(est_i > 0, gt_i > 0)
+    segm = mask_iou(seg_m, gt_m)
+
+    def summary(sel: np.ndarray) -> dict:
+        sel = sel & found
+        ious = part_iou(est_i[sel], gt_i[sel])
+        return {"n": int(sel.sum()), "part_iou": round(float(np.nanmean(ious)), 3),
+                "body_mask_iou": round(float(np.nanmean(body[sel])), 3),
+                "segmentation_iou": round(float(np.nanmean(segm[sel])), 3)}
+
+    all_found = np.ones(len(table), bool)
+    from priors.dsap import PART_NAMES
+
+    ious = part_iou(est_i[found], gt_i[found])
+    return {
+        "images": int(len(table)), "found": float(found.mean()), "seconds": round(seconds, 1),
+        "all": summary(all_found), "front": summary(view == "front"), "back": summary(view == "back"),
+        "profile": summary(view == "profile"), "occluded": summary(occ), "unoccluded": summary(~occ),
+        "by_occluder": {k: summary((table.occlusion == k).to_numpy()) for k in sorted(set(table.occlusion))},
+        "per_part_iou": {n: round(float(x), 3) for n, x in zip(PART_NAMES, ious)},
+        "bound_part_iou_true_mask": round(float(np.nanmean(part_iou(bound_i[found], gt_i[found]))), 3),
+        "bound_mask_vs_true_body": round(float(np.nanmean(mask_iou(seg_m[found], gt_i[found] > 0))), 3),
+    }
+
+
+def compare_figure(before: Path, after: Path, out: Path) -> None:
+    """Per figure crop: the crop, then pose-chart parts and MPN parsing before and after."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from storage.views_base import part_overlay
+
+    b, a = np.load(before, allow_pickle=False), np.load(after, allow_pickle=False)
+    parsing_rgb = np.array([[0, 0, 0], [230, 60, 60], [60, 120, 230], [60, 200, 90], [200, 200, 200]], np.uint8)
+    n = len(a["relpath"])
+    fig, axes = plt.subplots(n, 5, figsize=(7.5, 2.6 * n))
+    titles = ("crop", "parts before", "parts after", "parsing before", "parsing after")
+    for r in range(n):
+        panels = (a["images"][r], part_overlay(b["images"][r], b["i"][r]), part_overlay(a["images"][r], a["i"][r]),
+                  parsing_rgb[b["parsing"][r]], parsing_rgb[a["parsing"][r]])
+        for c, img in enumerate(panels):
+            ax = axes[r, c]
+            ax.imshow(img)
+            ax.set_xticks([]), ax.set_yticks([])
+            if r == 0:
+                ax.set_title(titles[c], fontsize=8)
+        for c, maps in ((3, b), (4, a)):
+            if maps["fallback"][r]:
+                axes[r, c].set_xlabel(f"fallback: {maps['reason'][r]}", fontsize=6, color="#d62728")
+        axes[r, 0].set_ylabel(Path(str(a["relpath"][r])).name, fontsize=6)
+    fig.suptitle("pose-chart parts and MPN parsing (red head, blue left leg, green right leg, grey other)", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=80)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data", help="real crops folder")
+    parser.add_argument("--world", type=Path, default=Path("/tmp/pose-quality-world"),
+                        help="synthetic world folder (rendered there when absent)")
+    parser.add_argument("--ids", type=int, default=30, help="synthetic identities")
+    parser.add_argument("--per-id", type=int, default=8, help="synthetic images per identity")
+    parser.add_argument("--seed", type=int, default=13, help="synthetic world seed")
+    parser.add_argument("--only", choices=["real", "synthetic"], help="run one yardstick only")
+    parser.add_argument("--json", type=Path, help="write the figures here too")
+    parser.add_argument("--maps", type=Path, help="save the figure crops' part maps (npz)")
+    parser.add_argument("--compare", type=Path, nargs=2, metavar=("BEFORE", "AFTER"),
+                        help="two --maps files to draw side by side into --figure (nothing else runs)")
+    parser.add_argument("--figure", type=Path, default=ROOT / "docs" / "figures" / "pose_before_after.png")
+    args = parser.parse_args(argv)
+    if args.compare:
+        compare_figure(*args.compare, args.figure)
+        print(f"wrote {args.figure}")
+        return
+    report = {}
+    if args.only != "synthetic":
+        if not args.data.exists():
+            raise SystemExit(f"no real crops at {args.data}")
+        report["real"] = real_report(args.data, args.maps)
+        print("real:", json.dumps(report["real"], indent=1))
+    if args.only != "real":
+        report["synthetic"] = synthetic_report(synthetic_world(args.world, args.ids, args.per_id, args.seed))
+        print("synthetic:", json.dumps(report["synthetic"], indent=1))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""Thread policy of the compiled evaluation kernels: use the cores that are free now.
+
+On a shared machine a kernel that starts one thread per core while other
+processes keep those cores busy runs *slower* than a single thread (its
+threads wait for each other at every barrier). So the numba kernels of
+:mod:`reid_train.evaluation` run with :func:`free_cores` threads: the cores
+this process may use (its CPU affinity) minus the other runnable tasks the
+kernel sees at its start (``/proc/loadavg``'s instantaneous count, the
+smallest of a few samples), at least 1. ``REID_KERNEL_THREADS=n`` fixes the
+count instead (e.g. for benchmarks).
+"""
+from __future__ import annotations
+
+import os
+import time
+from contextlib import contextmanager
+
+import numba
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity mask)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _runnable_now() -> int | None:
+    """Runnable tasks on the machine now, this one included; ``None`` if unknown."""
+    try:
+        with open("/proc/loadavg") as f:
+            return int(f.read().split()[3].split("/")[0])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def free_cores(samples: int = 3, interval_s: float = 0.002) -> int:
+    """Usable cores minus the other runnable tasks (fewest over ``samples``), in 1..usable."""
+    fixed = os.environ.get("REID_KERNEL_THREADS")
+    cores = usable_cores()
+    if fixed:
+        return max(1, min(int(fixed), numba.config.NUMBA_NUM_THREADS))
+    seen = []
+    for k in range(samples):
+        n = _runnable_now()
+        if n is None:
+            return min(cores, numba.config.NUMBA_NUM_THREADS)
+        seen.append(n)
+        if k + 1 < samples:
+            time.sleep(interval_s)
+    others = max(0, min(seen) - 1)
+    return max(1, min(cores - others, cores, numba.config.NUMBA_NUM_THREADS))
+
+
+@contextmanager
+def kernel_threads(threads: int | None = None):
+    """Run the numba kernels inside with ``threads`` threads (default :func:`free_cores`)."""
+    previous = numba.get_num_threads()
+    numba.set_num_threads(threads or free_cores())
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)
