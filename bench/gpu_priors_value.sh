@@ -29,5 +29,6 @@ fi
 cp "$OUT/bench/results.json" "$OUT/results.json"
 [ -f "$OUT/bench/curve.png" ] && cp "$OUT/bench/curve.png" "$OUT/curve.png"
 # keep what comes back small: no world, store or checkpoints in $OUT
-rm -rf "$OUT/bench/world_"* "$OUT/bench/store_"* "$OUT/bench/runs/"*/checkpoint.pt "$OUT/bench/runs/"*/tb "$OUT/prefect"
+rm -rf "$OUT/bench/world_"* "$OUT/bench/store_"* "$OUT/bench/runs/"*/checkpoint.pt "$OUT/bench/runs/"*/model.pt \
+  "$OUT/bench/runs/"*/tb "$OUT/prefect"
 echo "done: $OUT/results.json"
