@@ -154,7 +154,7 @@ def fit_command(args, name: str, seed: int, store: Path, run_dir: Path, epochs: 
            "--pk", str(P), str(K), "--max-steps", str(args.steps), "--seed", str(seed), "--device", "cpu",
            "--workers", str(args.workers), "-q", "--set", "last_stride=1",
            "--set", f"threads={args.threads}", "--set", "log_every=10",
-           *schedule_flags(method, epochs, args.schedule)]
+           "--set", "epoch_multiplier=1", *schedule_flags(method, epochs, args.schedule)]
     if method == "dsa":
         cmd += ["--set", f"dsag_widths=[{args.dsag_widths}]"]
     for item in extra:
@@ -162,17 +162,18 @@ def fit_command(args, name: str, seed: int, store: Path, run_dir: Path, epochs: 
     return cmd
 
 
-def evaluate_with(run_dir: Path, **overrides) -> dict:
+def evaluate_with(run_dir: Path, device: str = "cpu", **overrides) -> dict:
     """Re-evaluate a finished run with other config fields (e.g. DSA's ``eval_feature="fused"``)."""
     import torch
 
     from reid_train.engine import extract_features, score_features, store_eval_loader
     from reid_train.evaluate import load_run
 
-    method = load_run(run_dir, "cpu", **overrides)
-    loader = store_eval_loader(method.cfg, method.requires, torch.device("cpu"))
-    q = extract_features(method, loader("query"), method.cfg, torch.device("cpu"))
-    g = extract_features(method, loader("gallery"), method.cfg, torch.device("cpu"))
+    method = load_run(run_dir, device, **overrides)
+    dev = torch.device(device)
+    loader = store_eval_loader(method.cfg, method.requires, dev)
+    q = extract_features(method, loader("query"), method.cfg, dev)
+    g = extract_features(method, loader("gallery"), method.cfg, dev)
     return score_features(method, q, g)
 
 
@@ -246,11 +247,13 @@ def main(argv=None) -> int:
             if done and not args.rerun:
                 final, dt, note = done["final_eval"], done["seconds"], ", re-used"
             else:
-                if (run_dir / "metrics.json").exists():
-                    (run_dir / "metrics.json").unlink()
-                run_dir.mkdir(parents=True, exist_ok=True)
+                if run_dir.exists():  # fit refuses a folder that is not a finished run of the same settings
+                    import shutil
+
+                    shutil.rmtree(run_dir)
+                run_dir.parent.mkdir(parents=True, exist_ok=True)
+                dt = run(cmd, run_dir.parent / f"{run_dir.name}.log")
                 (run_dir / "bench_cmd.json").write_text(json.dumps(cmd[1:]))
-                dt = run(cmd, run_dir / "fit.log")
                 final, note = json.loads((run_dir / "metrics.json").read_text())["final_eval"], ""
                 (run_dir / "bench_seconds.txt").write_text(f"{dt:.1f}")
             results[name][seed] = {"rank1": final["rank1"], "mAP": final["mAP"], "seconds": dt}

@@ -34,6 +34,11 @@ CHOICES = {
 class TrainConfig:
     """Common training settings (defaults: a small, fast CPU-friendly run).
 
+    An epoch is ``epoch_multiplier`` passes over the training split (1: one
+    pass). A paper whose epochs run over a training set enlarged N times
+    offline (MPN: five translated copies, Sec. 5.1) sets N, so that its epoch
+    counts, milestones included, mean as many iterations as in the paper.
+
     Schedules (per iteration, epochs may be fractional): linear warm-up from
     ``warmup_factor * lr`` to ``lr`` over ``warmup_epochs``; then ``step``
     multiplies by ``gamma`` at each epoch in ``milestones``; ``exp`` keeps
@@ -57,6 +62,7 @@ class TrainConfig:
     augment: dict = field(default_factory=dict)  # keyword arguments of reid_train.data.augment.AugmentConfig
     # schedule
     epochs: int = 120
+    epoch_multiplier: int = 1        # passes over the training split per epoch (a set enlarged N times)
     max_steps: int = 0               # stop after this many iterations (0 = epochs * steps per epoch)
     optimizer: str = "adam"
     lr: float = 3.5e-4
@@ -92,7 +98,7 @@ class TrainConfig:
                 raise ValueError(f"{name}={getattr(self, name)!r}; expected one of {allowed}")
         if len(self.size) != 2 or min(self.size) <= 0:
             raise ValueError(f"size must be (H, W) > 0, got {self.size}")
-        for name in ("P", "K", "epochs"):
+        for name in ("P", "K", "epochs", "epoch_multiplier"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.P < 2:

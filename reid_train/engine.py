@@ -174,16 +174,21 @@ def evaluate_method(method: Method, data: Data, cfg: TrainConfig, device: torch.
         g = extract_features(method, data.eval_loader("gallery"), cfg, device)
     finally:
         method.train(was_training)
-    return plain(score_features(method, q, g))
+    return plain(score_features(method, q, g, rerank=method.eval_rerank_settings()))
 
 
-def score_features(method: Method, q: dict, g: dict, metric: str | None = None) -> dict:
+def score_features(method: Method, q: dict, g: dict, metric: str | None = None, rerank: dict | None = None) -> dict:
     """CMC/mAP/mINP of extracted query and gallery features: the method's
     ``eval_distance`` hook when it gives one, else ``metric`` (default: the
-    method's ``distance``) computed block-wise."""
+    method's ``distance``) computed block-wise. ``rerank`` (``dict(k1=, k2=,
+    lambda_value=)``): k-reciprocal re-ranking of that same distance
+    (:meth:`Method.rerank_distance`)."""
     from .evaluation.metrics import evaluate_features, evaluate_rank
 
     max_rank = min(50, len(g["pids"]))
+    if rerank:
+        dist = method.rerank_distance(q["features"], g["features"], metric=metric, **rerank)
+        return evaluate_rank(dist, q["pids"], g["pids"], q["camids"], g["camids"], max_rank=max_rank)
     dist = method.eval_distance(q["features"], g["features"]) if metric is None else None
     if dist is not None:
         return evaluate_rank(dist, q["pids"], g["pids"], q["camids"], g["camids"], max_rank=max_rank)
@@ -240,7 +245,7 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, init: str | Path | Non
     step = int(ckpt["step"]) if ckpt else 0
     seed_everything(cfg.seed)
     data = data_factory(cfg, method_cls.requires, dist, step)
-    steps_per_epoch = len(data.train)
+    steps_per_epoch = len(data.train) * cfg.epoch_multiplier  # an epoch: epoch_multiplier passes
     total_steps = cfg.epochs * steps_per_epoch
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps)

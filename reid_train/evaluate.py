@@ -117,8 +117,6 @@ def main(argv: list[str] | None = None) -> int:
     g = extract_features(method, loader("gallery"), cfg, device)
     t_extract = time.perf_counter() - t0
 
-    from .evaluation.metrics import evaluate_rank
-
     max_rank = min(50, len(g["pids"]))
     results = {"run": str(run), "store": cfg.store, "method": cfg.method, "metric": distance,
                "flip": cfg.flip_eval, "num_query": len(q["pids"]), "num_gallery": len(g["pids"]),
@@ -126,14 +124,14 @@ def main(argv: list[str] | None = None) -> int:
     results["plain"] = score_features(method, q, g, metric=args.metric)
     print(summary_line("plain", results["plain"]))
     curves = {"plain": results["plain"]["cmc"]}
-    if args.rerank:
-        from .evaluation.rerank import k_reciprocal_rerank
-
+    # re-ranking starts from the plain evaluation's distance (e.g. AlignedReID's global + local);
+    # a run trained with its method's eval_rerank is re-ranked with those settings unless --rerank
+    settings = (dict(k1=args.k1, k2=args.k2, lambda_value=args.lambda_value) if args.rerank
+                else method.eval_rerank_settings())
+    if settings:
         t0 = time.perf_counter()
-        dist = k_reciprocal_rerank(q["features"], g["features"], k1=args.k1, k2=args.k2,
-                                   lambda_value=args.lambda_value, metric=distance)
-        res = evaluate_rank(dist, q["pids"], g["pids"], q["camids"], g["camids"], max_rank=max_rank)
-        res.update(k1=args.k1, k2=args.k2, lambda_value=args.lambda_value, seconds=time.perf_counter() - t0)
+        res = score_features(method, q, g, metric=args.metric, rerank=settings)
+        res.update(**settings, seconds=time.perf_counter() - t0)
         results["rerank"] = res
         curves["re-ranked"] = res["cmc"]
         print(summary_line("re-ranked", res))

@@ -52,17 +52,36 @@ def test_paper_configs():
 
 
 def test_global_and_local_features():
+    """The paper's local branch: horizontal pooling then ONE 1x1 conv (Fig. 2 of 000), no BN/ReLU."""
+    torch.manual_seed(0)
     net = AlignedNet(18, 1, "", local_dim=16, num_classes=5).eval()
     x = batch()["images"]
+    assert len(net.local_reduce) == 1 and net.local_reduce[0].bias is not None
     with torch.no_grad():
         g, loc = net.features(x)
         fmap = net.backbone(x)                                  # (6, 512, 2, 1) at 32 x 16, last stride 1
-        rows = fmap.mean(3)                                     # horizontal pooling
-        conv, bn = net.local_reduce[0], net.local_reduce[1]
-        want = F.relu(bn(conv(rows[..., None]))[..., 0]).transpose(1, 2)
+        rows = fmap.mean(3)                                     # horizontal pooling: (6, 512, 2)
+        conv = net.local_reduce[0]
+        want = (torch.einsum("oc,bch->bho", conv.weight[:, :, 0, 0], rows) + conv.bias)
     assert g.shape == (6, 512) and loc.shape == (6, 2, 16) and fmap.shape[2] == 2
     torch.testing.assert_close(g, fmap.mean(dim=(2, 3)))
     torch.testing.assert_close(loc, want)
+    assert (loc < 0).any()  # a linear map: no ReLU clips the local features
+
+
+def test_local_bn_relu_option():
+    net = AlignedNet(18, 1, "", local_dim=16, num_classes=5, local_bn_relu=True).eval()
+    conv, bn, relu = net.local_reduce
+    assert conv.bias is None and isinstance(bn, torch.nn.BatchNorm2d) and isinstance(relu, torch.nn.ReLU)
+    x = batch()["images"]
+    with torch.no_grad():
+        _, loc = net.features(x)
+        rows = net.backbone(x).mean(3)
+        want = F.relu(bn(conv(rows[..., None]))[..., 0]).transpose(1, 2)
+    torch.testing.assert_close(loc, want)
+    assert get_method("alignedreid").Config().local_bn_relu is False
+    m = get_method("alignedreid")(small_cfg(local_bn_relu=True), 3)
+    assert len(m.nets[0].local_reduce) == 3
 
 
 def naive_trihard(g, loc, labels, mg, ml, mining):
@@ -193,13 +212,52 @@ def test_eval_distance_global_plus_local_and_rerank():
     res = evaluate_rank(rows, pids, gpids, cams, gcams, max_rank=5)
     ref = evaluate_rank(want.numpy(), pids, gpids, cams, gcams, max_rank=5)
     assert res["mAP"] == pytest.approx(ref["mAP"]) and res["rank1"] == ref["rank1"]
-    # re-ranking of the global distance: the core's k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3)
+    # eval_rerank alone: the plain distance stays plain (None = the engine's L2); the engine re-ranks
+    # the global L2 distance with the configured k1, k2, lambda
     m2 = get_method("alignedreid")(small_cfg(eval_rerank=True, rerank_k1=4, rerank_k2=2), 3)
-    np.testing.assert_allclose(m2.eval_distance(qg, gg), k_reciprocal_rerank(qg, gg, 4, 2, 0.3))
-    # both: a (Q, G) matrix from the combined distances
-    m3 = get_method("alignedreid")(small_cfg(eval_local=True, eval_rerank=True, rerank_k1=4, rerank_k2=2,
-                                             local_dim=4), 3)
-    assert m3.eval_distance(qf, gf).shape == (5, 9)
+    assert m2.eval_distance(qg, gg) is None
+    assert m2.eval_rerank_settings() == {"k1": 4, "k2": 2, "lambda_value": 0.3}
+    np.testing.assert_allclose(m2.rerank_distance(qg, gg, 4, 2, 0.3), k_reciprocal_rerank(qg, gg, 4, 2, 0.3))
+
+
+def _global_plus_local(a_g, a_l, b_g, b_l):
+    """Reference global L2 + local distance matrix by a double loop (Sec. 3.1 "their summation")."""
+    return (torch.cdist(a_g, b_g) + torch.stack([torch.stack([paired_local_distance(a_l[i:i + 1], b_l[j:j + 1])[0]
+                                                             for j in range(len(b_g))]) for i in range(len(a_g))])
+            ).numpy()
+
+
+def test_rerank_starts_from_the_plain_global_plus_local_distance():
+    """Defect 1 of issue 14: re-ranking (evaluate --rerank, or eval_rerank) must start from the distance
+    the plain evaluation uses, global + local, not from L2 on [global, flattened local]; the plain result
+    of an eval_rerank run is not re-ranked."""
+    from reid_train.engine import score_features
+    from reid_train.evaluation.rerank import k_reciprocal_rerank_dist
+
+    g = torch.Generator().manual_seed(5)
+    qg, gg = torch.randn(6, 512, generator=g), torch.randn(10, 512, generator=g)
+    ql, gl = 3 * torch.randn(6, 2, 4, generator=g), 3 * torch.randn(10, 2, 4, generator=g)
+    qf, gf = torch.cat([qg, ql.flatten(1)], 1), torch.cat([gg, gl.flatten(1)], 1)
+    want = k_reciprocal_rerank_dist(_global_plus_local(qg, ql, gg, gl), _global_plus_local(qg, ql, qg, ql),
+                                    _global_plus_local(gg, gl, gg, gl), 4, 2, 0.3)
+    m = get_method("alignedreid")(small_cfg(eval_local=True, eval_rerank=True, rerank_k1=4, rerank_k2=2,
+                                            local_dim=4), 3)
+    got = m.rerank_distance(qf, gf, 4, 2, 0.3)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    flattened = k_reciprocal_rerank(qf, gf, 4, 2, 0.3)   # what --rerank computed before the fix
+    assert np.abs(flattened - want).max() > 1e-2
+    q = {"features": qf, "pids": np.array([0, 1, 2, 3, 4, 5]), "camids": np.zeros(6, int)}
+    gal = {"features": gf, "pids": np.array([0, 1, 2, 3, 4, 5, 0, 1, 2, 3]), "camids": np.ones(10, int)}
+    plain_res = score_features(m, q, gal)
+    ref_plain = evaluate_rank(_global_plus_local(qg, ql, gg, gl), q["pids"], gal["pids"], q["camids"],
+                              gal["camids"], max_rank=10)
+    assert plain_res["mAP"] == pytest.approx(ref_plain["mAP"])          # plain: not re-ranked
+    rr = score_features(m, q, gal, rerank=m.eval_rerank_settings())
+    ref_rr = evaluate_rank(want, q["pids"], gal["pids"], q["camids"], gal["camids"], max_rank=10)
+    assert rr["mAP"] == pytest.approx(ref_rr["mAP"]) and rr["rank1"] == ref_rr["rank1"]
+    # a metric override re-ranks that metric on the features, as the plain evaluation uses it
+    np.testing.assert_allclose(m.rerank_distance(qf, gf, 4, 2, 0.3, metric="cosine"),
+                               k_reciprocal_rerank(qf, gf, 4, 2, 0.3, metric="cosine"))
 
 
 @pytest.mark.parametrize("name,extra", [("alignedreid", []), ("alignedreid_mutual", []),

@@ -271,12 +271,52 @@ def test_paper_defaults():
     assert (cfg.momentum, cfg.weight_decay, cfg.milestones, cfg.gamma) == (0.9, 5e-4, (20, 40, 60), 0.1)
     assert (cfg.triplet_margin, cfg.cf_weight, cfg.triplet_metric, cfg.metric) == (0.2, 1.0, "cosine", "cosine")
     assert (cfg.last_stride, cfg.part_dim, cfg.channel_attention, cfg.prior) == (1, 512, True, "full")
+    # Sec. 5.1: "offline translation [53] is adopted to enlarge each training set by a factor of five"
+    assert cfg.epoch_multiplier == 5 and get_method("baseline").Config().epoch_multiplier == 1
 
 
-def test_smoke_fit_with_init_from_baseline(synthetic_store, tmp_path):
-    """A baseline run initialises MPN (--init, Sec. 5.1); two iterations through the real
-    loader (MPN priors for 128x64, F of 8 x 4, K = 6 uneven strips). lr = 0 keeps the copied
-    backbone weights, which proves the copy."""
+class _PassLoader:
+    """A train loader of ``n`` batches per pass (MPN "MT only": no prior keys needed)."""
+
+    def __init__(self, n, P, K):
+        self.n, self.P, self.K, self.passes = n, P, K, 0
+
+    def __len__(self):
+        return self.n
+
+    def __iter__(self):
+        self.passes += 1
+        g = torch.Generator().manual_seed(self.passes)
+        for _ in range(self.n):
+            labels = torch.arange(self.P).repeat_interleave(self.K)
+            yield {"images": torch.randn(len(labels), 3, 32, 16, generator=g), "labels": labels,
+                   "pids": labels, "camids": torch.zeros_like(labels), "image_ids": torch.arange(len(labels))}
+
+
+def test_epoch_is_five_passes_so_the_schedule_counts_paper_iterations(tmp_path):
+    """Defect 3 of issue 14: an MPN epoch is ``epoch_multiplier`` passes over the store's training split,
+    so epochs, milestones and the run length are the paper's iterations over its 5x-enlarged set."""
+    import csv
+    import json
+
+    from reid_train.engine import Data, train
+
+    loader = _PassLoader(2, 2, 2)
+    cfg = MPN.Config(method="mpn", backbone="resnet18", size=(32, 16), P=2, K=2, parts=2, part_dim=8, ca_reduction=2,
+                     tasks="mt_only", epochs=2, milestones=(1,), gamma=0.1, lr=0.01, log_every=1, threads=1,
+                     device="cpu", workers=0, epoch_multiplier=3)
+    res = train(cfg, tmp_path, data_factory=lambda *a: Data(loader, 2, None))
+    assert res.step == 2 * 3 * 2 and loader.passes == 6             # 2 epochs = 6 passes of 2 batches
+    summary = json.loads((tmp_path / "metrics.json").read_text())
+    assert summary["steps_per_epoch"] == 6
+    lrs = [float(r["lr"]) for r in csv.DictReader((tmp_path / "metrics.csv").open())]
+    assert lrs[:5] == pytest.approx([0.01] * 5) and lrs[5:] == pytest.approx([0.001] * 7)  # x0.1 at epoch 1
+
+
+def test_smoke_fit_with_init_from_ide(synthetic_store, tmp_path):
+    """An IDE run (the paper's initialisation, Sec. 5.1) initialises MPN (--init); two iterations
+    through the real loader (MPN priors for 128x64, F of 8 x 4, K = 6 uneven strips). lr = 0 keeps
+    the copied backbone weights, which proves the copy."""
     import json
 
     from reid_train import fit
@@ -285,7 +325,7 @@ def test_smoke_fit_with_init_from_baseline(synthetic_store, tmp_path):
     common = ["--store", str(synthetic_store), "--backbone", "resnet18", "--size", "128x64", "--pk", "4", "2",
               "--workers", "1", "--device", "cpu", "-q", "--set", "last_stride=1", "--set", "threads=1"]
     base = tmp_path / "base"
-    assert fit.main(["--method", "baseline", "--out", str(base), "--max-steps", "1", *common]) == 0
+    assert fit.main(["--method", "ide", "--out", str(base), "--max-steps", "1", *common]) == 0
     run = tmp_path / "mpn"
     assert fit.main(["--method", "mpn", "--out", str(run), "--max-steps", "2", "--init", str(base), "--lr", "0",
                      "--set", "part_dim=32", *common]) == 0

@@ -4,8 +4,11 @@ in Person Re-Identification"; ../shared/papers/001 = arXiv 2017,
 
 Model (Sec. 3.1, Fig. 2): ResNet-50 feature map (C x H x W). Global feature:
 global average pooling (C-d). Local features: horizontal pooling (the mean
-of each row) then a 1x1 convolution C -> c (c = 128, Fig. 2 of 000) with BN
-and ReLU, i.e. H local features of c dims. Classifier: a linear layer on the
+of each row) then a 1x1 convolution C -> c (c = 128, Fig. 2 of 000: "one 1x1
+convolution layer is used to reduce the channels from 2048 to 128 after HAP";
+001 Sec. 3.1 says the same), i.e. H local features of c dims. Both versions
+of the paper describe a bare 1x1 conv, which is the default; ``local_bn_relu``
+adds the BN + ReLU after it that common re-implementations use (not the paper). Classifier: a linear layer on the
 global feature (ID loss, plain cross-entropy: "we combined metric learning
 loss with classification loss", Sec. 4.2).
 
@@ -80,12 +83,16 @@ def aligned_augment() -> dict:
 class AlignedNet(nn.Module):
     """One AlignedReID network: backbone, global + local branches, classifier."""
 
-    def __init__(self, depth: int, last_stride: int, pretrained: str, local_dim: int, num_classes: int):
+    def __init__(self, depth: int, last_stride: int, pretrained: str, local_dim: int, num_classes: int,
+                 local_bn_relu: bool = False):
         super().__init__()
         self.backbone = resnet(depth, last_stride, pretrained or None)
         c = self.backbone.out_channels
-        self.local_reduce = nn.Sequential(nn.Conv2d(c, local_dim, 1, bias=False), nn.BatchNorm2d(local_dim),
-                                          nn.ReLU(inplace=True))
+        # the paper's local branch is one 1x1 conv (with a bias: nothing follows it); BN + ReLU optional
+        layers = [nn.Conv2d(c, local_dim, 1, bias=not local_bn_relu)]
+        if local_bn_relu:
+            layers += [nn.BatchNorm2d(local_dim), nn.ReLU(inplace=True)]
+        self.local_reduce = nn.Sequential(*layers)
         self.classifier = nn.Linear(c, num_classes)
         nn.init.normal_(self.classifier.weight, std=0.001)
         nn.init.zeros_(self.classifier.bias)
@@ -177,6 +184,7 @@ class AlignedReID(Method):
         milestone_factors: tuple[float, ...] = ()  # absolute lr factors per milestone (replaces gamma if given)
         metric: str = "euclidean"
         local_dim: int = 128             # c, the local feature size (Fig. 2 of 000)
+        local_bn_relu: bool = False      # BN + ReLU after the local 1x1 conv (not in the paper)
         global_margin: float = 0.5       # TriHard margin on the global distance (0.3 in 000)
         local_margin: float = 0.5        # TriHard margin on the local distance (0.3 in 000)
         mining: str = "global"           # hard samples mined by the "global" or the "local" distance
@@ -206,7 +214,8 @@ class AlignedReID(Method):
         super().__init__(cfg, num_classes)
         names = [cfg.backbone] + ([cfg.backbone2 or cfg.backbone] if cfg.mutual else [])
         self.nets = nn.ModuleList(
-            AlignedNet(backbone_depth(n), cfg.last_stride, cfg.pretrained, cfg.local_dim, num_classes) for n in names
+            AlignedNet(backbone_depth(n), cfg.last_stride, cfg.pretrained, cfg.local_dim, num_classes,
+                       cfg.local_bn_relu) for n in names
         )
         self.global_dim = self.nets[0].backbone.out_channels
 
@@ -257,24 +266,21 @@ class AlignedReID(Method):
         return f[:, :self.global_dim], f[:, self.global_dim:].reshape(len(f), -1, self.cfg.local_dim)
 
     def eval_distance(self, qf: torch.Tensor, gf: torch.Tensor):
-        """Query x gallery distances for the evaluation options, or ``None`` for
-        the default (global feature, L2: the engine's own evaluation).
+        """The plain (never re-ranked) test distance: ``None`` for the default
+        (global feature, L2: the engine's own evaluation); with ``eval_local`` a
+        callable ``(start, stop) -> rows`` of ``global L2 + local distance``
+        ("their summation", Sec. 3.1), computed per query block
+        (:func:`reid_train.evaluation.evaluate_rank` takes it).
 
-        * ``eval_local``: a callable ``(start, stop) -> rows`` of
-          ``global L2 + local distance`` (computed per query block;
-          :func:`reid_train.evaluation.evaluate_rank` takes it);
-        * ``eval_rerank``: the (Q, G) re-ranked matrix (k1, k2, lambda), on
-          the global distance, or on global + local (then the q x q and g x g
-          local distances are computed too, which is slow for large galleries).
-        """
+        ``eval_rerank`` is not applied here: :meth:`eval_rerank_settings` asks
+        the engine to re-rank, and :meth:`Method.rerank_distance` starts from
+        this same distance (global + local on q x g, q x q and g x g with
+        ``eval_local``; slow for large galleries)."""
         cfg = self.cfg
-        if not (cfg.eval_local or cfg.eval_rerank):
+        if not cfg.eval_local:
             return None
         from ..evaluation.metrics import QueryBlockDistances
-        from ..evaluation.rerank import k_reciprocal_rerank, k_reciprocal_rerank_dist
 
-        if not cfg.eval_local:
-            return k_reciprocal_rerank(qf, gf, cfg.rerank_k1, cfg.rerank_k2, cfg.rerank_lambda, metric="euclidean")
         (qg, ql), (gg, gl) = self.split_features(qf), self.split_features(gf)
 
         def combined(a_g, a_l, b_g, b_l):
@@ -286,13 +292,15 @@ class AlignedReID(Method):
             rows.shape = (len(a_g), len(b_g))
             return rows
 
-        q_g = combined(qg, ql, gg, gl)
+        return combined(qg, ql, gg, gl)
+
+    def eval_rerank_settings(self) -> dict | None:
+        """``eval_rerank``: the engine's evaluation re-ranks (k1 = 20, k2 = 6, lambda = 0.3,
+        Sec. 4.2 of 000), starting from :meth:`eval_distance`'s distance."""
+        cfg = self.cfg
         if not cfg.eval_rerank:
-            return q_g
-        log.info("re-ranking on global + local distances: computing q x q and g x g local distances")
-        full = lambda rows: rows(0, rows.shape[0])  # noqa: E731
-        return k_reciprocal_rerank_dist(full(q_g), full(combined(qg, ql, qg, ql)), full(combined(gg, gl, gg, gl)),
-                                        cfg.rerank_k1, cfg.rerank_k2, cfg.rerank_lambda)
+            return None
+        return {"k1": cfg.rerank_k1, "k2": cfg.rerank_k2, "lambda_value": cfg.rerank_lambda}
 
 
 @register("alignedreid_cvpr")

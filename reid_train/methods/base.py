@@ -89,6 +89,32 @@ class Method(nn.Module):
         global + local distance). ``None`` (the default): ``distance`` is used."""
         return None
 
+    def eval_rerank_settings(self) -> dict | None:
+        """Re-ranking the engine's own evaluation applies after the plain
+        distance, as ``dict(k1=, k2=, lambda_value=)``; ``None`` (the default):
+        none (AlignedReID's ``eval_rerank`` sets it)."""
+        return None
+
+    def rerank_distance(self, qf: torch.Tensor, gf: torch.Tensor, k1: int = 20, k2: int = 6,
+                        lambda_value: float = 0.3, metric: str | None = None) -> Any:
+        """k-reciprocal re-ranked (Q, G) distances that start from **the distance the
+        plain evaluation uses**: the :meth:`eval_distance` hook (on query x gallery,
+        query x query and gallery x gallery) when the method has one, else
+        ``metric`` (default :attr:`distance`) on the features. A given ``metric``
+        replaces the method's distance, as it does for the plain evaluation."""
+        from ..evaluation.rerank import k_reciprocal_rerank, k_reciprocal_rerank_dist
+
+        if metric is None:
+            q_g = self.eval_distance(qf, gf)
+            if q_g is not None:
+                def full(d: Any, n: int) -> Any:
+                    d = d(0, n) if callable(d) else d
+                    return d.detach().float().cpu().numpy() if isinstance(d, torch.Tensor) else d
+
+                return k_reciprocal_rerank_dist(full(q_g, len(qf)), full(self.eval_distance(qf, qf), len(qf)),
+                                                full(self.eval_distance(gf, gf), len(gf)), k1, k2, lambda_value)
+        return k_reciprocal_rerank(qf, gf, k1, k2, lambda_value, metric=metric or self.distance)
+
     def flip_batch(self, batch: Batch) -> Batch:
         """The batch mirrored left-right, for test-time flip averaging.
 
