@@ -89,6 +89,23 @@ def _ingest_parser(p: argparse.ArgumentParser) -> None:
                    metavar="KEY=VALUE", help="adapter option, value parsed as YAML, e.g. variant=labeled for "
                                              "cuhk03-np, include_val=false for msmt17 (repeatable)")
     hidden_alias(p, "--option", "settings", key_value, action="append")
+    p.add_argument("--max-bytes", type=positive_int, default=None, metavar="N",
+                   help="files larger than N bytes become too_large rows and are never read "
+                        "(default 16777216 = 16 MiB, plenty for re-ID crops)")
+    p.add_argument("--allow-outside-root", action="store_true",
+                   help="ingest files whose path or link target lies outside --root (default: refused as "
+                        "outside_root rows)")
+
+
+def _ingest_settings(args: argparse.Namespace) -> dict:
+    """--set options plus the input limits given as their own flags (absent when left at the defaults,
+    so a store made without them resumes unchanged)."""
+    settings = dict(args.settings)
+    if args.max_bytes is not None:
+        settings["max_bytes"] = args.max_bytes
+    if args.allow_outside_root:
+        settings["allow_outside_root"] = True
+    return settings
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -161,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_demo(args)
     if args.command == "ingest":
         params = dict(dataset=args.dataset, root=args.root, store=args.store, image_size=args.image_size,
-                      unit_size=args.unit_size, settings=dict(args.settings), workers=args.workers,
+                      unit_size=args.unit_size, settings=_ingest_settings(args), workers=args.workers,
                       units_per_task=args.units_per_task, overwrite=args.overwrite, progress=not args.quiet,
                       dask_address=args.dask_address, dask_workers=args.dask_workers)
     elif args.command == "build-dsap":

@@ -140,7 +140,7 @@ def check_entry(base: Path, relpath: str, allow_outside_root: bool = False) -> t
     root = os.path.realpath(base)
     if not allow_outside_root and os.path.commonpath([root, target]) != root:
         return "outside_root", (f"resolves to {escape_name(target)}, outside {escape_name(root)}; "
-                                f"pass allow_outside_root=True to ingest it")
+                                f"pass allow_outside_root=True (ingest --allow-outside-root) to ingest it")
     return None
 
 
