@@ -89,14 +89,21 @@ def test_backends_refuse_pkl_before_importing_detectron2(files):
         MaskRCNNSegmentation(str(files["config"]), str(files["pkl"]))
 
 
-def test_cli_flag_reaches_both_backends():
-    args = build_parser().parse_args(["build-dsap", "--store", "s", "--estimator", "densepose", "--config", "c.yaml",
-                                      "--weights", "w.pkl", "--trust-weights"])  # fmt: skip
+def test_cli_flag_reaches_both_backends(tmp_path):
+    store = tmp_path / "s"
+    store.mkdir()
+    (store / "zarr.json").write_text("{}")  # the parser checks a store folder, not its contents
+    cfg, weights = tmp_path / "c.yaml", tmp_path / "w.pkl"
+    cfg.write_text("MODEL: {}\n")
+    weights.write_bytes(b"not read by the parser")
+    args = build_parser("build-dsap").parse_args(["build-dsap", "--store", str(store), "--estimator", "densepose",
+                                                  "--config", str(cfg), "--weights", str(weights),
+                                                  "--trust-weights"])  # fmt: skip
     assert args.trust_weights is True
     opts = estimator_options("densepose", {"config": "c.yaml", "weights": "w.pkl", "trust_weights": True}, None)
     assert opts["trust_weights"] is True
-    args = build_parser().parse_args(["build-mpn-priors", "--store", "s", "--parsing", "densepose", "--segmentation",
-                                      "maskrcnn"])  # fmt: skip
+    args = build_parser("build-mpn-priors").parse_args(["build-mpn-priors", "--store", str(store), "--parsing",
+                                                        "densepose", "--segmentation", "maskrcnn"])  # fmt: skip
     assert args.trust_weights is False
     params = {"maskrcnn_config": "m.yaml", "maskrcnn_weights": "m.pkl", "device": "cpu", "trust_weights": False}
     assert source_options("segmentation", "maskrcnn", params, None)["trust_weights"] is False
