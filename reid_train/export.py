@@ -40,6 +40,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from storage.cli import ArgumentParser, HelpFormatter, key_value, positive_float, run_cli
+
 log = logging.getLogger(__name__)
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".ts"}
@@ -229,8 +231,7 @@ def export_run(run: str | Path, fmt: str = "onnx", out: str | Path | None = None
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m reid_train.export", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m reid_train.export", description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--run", required=True, help="run directory written by reid_train.fit")
     p.add_argument("--format", choices=sorted(FORMATS), default="onnx", help="onnx or torchscript (default onnx)")
     p.add_argument("--out", metavar="DIR", help="folder for model.onnx / model.ts and its .json (default RUN/export)")
@@ -239,39 +240,25 @@ def build_parser() -> argparse.ArgumentParser:
                       help="average the features of the image and its mirror inside the model "
                            "(default: the run's flip_eval)")
     flip.add_argument("--no-flip", dest="flip", action="store_false", help="export without flip averaging")
-    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+    p.add_argument("--set", action="append", default=[], type=key_value, metavar="NAME=VALUE",
                    help="change an inference config field (value parsed as YAML, repeatable), "
                         "e.g. --set eval_local=true (AlignedReID), --set eval_branches=global (DSA)")
-    p.add_argument("--tolerance", type=float, default=1e-4,
+    p.add_argument("--tolerance", type=positive_float, default=1e-4,
                    help="exit non-zero when the exported features differ from PyTorch's by more (default 1e-4)")
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings, errors and the summary line")
     return p
 
 
-def fail(message: str) -> int:
-    """A user error: one line on stderr, exit status 2 (docs/cli.md)."""
-    print(f"error: {message}", file=sys.stderr)
-    return 2
-
-
 def main(argv: list[str] | None = None) -> int:
-    import yaml
+    """The command; a user error is one ``error:`` line and exit status 2 (docs/cli.md)."""
+    return run_cli(_main, argv)
 
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not (Path(args.run) / "config.yaml").is_file():
-        return fail(f"{args.run} is not a run directory (no config.yaml; train one with python -m reid_train.fit)")
-    overrides = {}
-    for item in args.set:
-        name, sep, text = item.partition("=")
-        if not sep:
-            return fail(f"--set expects name=value, got {item!r}")
-        overrides[name.strip()] = yaml.safe_load(text)
-    try:
-        rec = export_run(args.run, args.format, args.out, args.flip, overrides)
-    except (ValueError, ImportError, FileNotFoundError) as e:
-        return fail(str(e))
+    rec = export_run(args.run, args.format, args.out, args.flip, dict(args.set))  # load_run refuses a non-run
     diff = rec["check"]["max_abs_difference"]
     print(f"{rec['method']}: {rec['path']} ({rec['format']}, features {rec['output']['shape'][1]}, "
           f"max |diff| vs PyTorch {diff:.2e} on {rec['check']['count']} {rec['check']['images']})")

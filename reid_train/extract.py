@@ -46,6 +46,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from storage.cli import ArgumentParser, HelpFormatter, positive_int, run_cli
+
 log = logging.getLogger(__name__)
 
 PROVENANCE_KEY = b"reid_train.provenance"
@@ -354,8 +356,7 @@ def load_features(path: str | Path) -> FeatureSet:
 # command line
 # ----------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m reid_train.extract", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m reid_train.extract", description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--run", required=True, help="run directory written by reid_train.fit")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--split", action="append", choices=SPLITS,
@@ -371,43 +372,37 @@ def build_parser() -> argparse.ArgumentParser:
                       help="average each image's features with its mirror's (default: the run's flip_eval)")
     flip.add_argument("--no-flip", dest="flip", action="store_false", help="no flip averaging")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
-    p.add_argument("--batch-size", type=int, help="images per forward pass (default: the run's eval_batch_size)")
+    p.add_argument("--batch-size", type=positive_int,
+                   help="images per forward pass (default: the run's eval_batch_size)")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="no progress bars, only warnings, errors and the summary lines")
     return p
 
 
-def fail(message: str) -> int:
-    """A user error: one line on stderr, exit status 2 (docs/cli.md)."""
-    print(f"error: {message}", file=sys.stderr)
-    return 2
-
-
 def main(argv: list[str] | None = None) -> int:
+    """The command; a user error is one ``error:`` line and exit status 2 (docs/cli.md)."""
+    return run_cli(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     PROGRESS["disable"] = True if args.quiet else None
-    run = Path(args.run)
-    if not (run / "config.yaml").is_file():
-        return fail(f"{run} is not a run directory (no config.yaml; train one with python -m reid_train.fit)")
     from .engine import pick_device
+    from .evaluate import load_run
 
+    run = Path(args.run)
     device = str(pick_device(args.device))
-    try:
-        from .evaluate import load_run
-
-        method = load_run(run, device)
-        jobs: list[tuple[str, FeatureSet]] = []
-        if args.images:
-            jobs.append(("images", extract_folder(method, args.images, flip=args.flip, device=device,
-                                                  batch_size=args.batch_size, run_dir=run)))
-        else:
-            for split in args.split or ["query", "gallery"]:
-                jobs.append((split, extract_split(method, split, store=args.store, flip=args.flip, device=device,
-                                                  batch_size=args.batch_size, run_dir=run)))
-    except (ValueError, FileNotFoundError, LookupError) as e:
-        return fail(str(e))
+    method = load_run(run, device)  # refuses a folder that is not a run
+    jobs: list[tuple[str, FeatureSet]] = []
+    if args.images:
+        jobs.append(("images", extract_folder(method, args.images, flip=args.flip, device=device,
+                                              batch_size=args.batch_size, run_dir=run)))
+    else:
+        for split in args.split or ["query", "gallery"]:
+            jobs.append((split, extract_split(method, split, store=args.store, flip=args.flip, device=device,
+                                              batch_size=args.batch_size, run_dir=run)))
     for name, fs in jobs:
         path = save_features(fs, (Path(args.out) if args.out else run / "features") / name, args.format)
         print(f"{name}: {len(fs)} images x {fs.features.shape[1]} -> {path}")

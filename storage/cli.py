@@ -83,24 +83,24 @@ def nonnegative_int(text: str) -> int:
     return value
 
 
-def positive_float(text: str) -> float:
+def _bounded_float(text: str, bound: str) -> float:
+    """A finite number satisfying ``bound`` ("> 0" or ">= 0")."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    ok = value > 0 if bound == "> 0" else value >= 0
+    if not math.isfinite(value) or not ok:
+        raise argparse.ArgumentTypeError(f"must be a finite number {bound}, got {text}")
     return value
+
+
+def positive_float(text: str) -> float:
+    return _bounded_float(text, "> 0")
 
 
 def nonnegative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
+    return _bounded_float(text, ">= 0")
 
 
 def fraction(text: str) -> float:

@@ -99,7 +99,7 @@ def test_cli_errors_are_one_line(tiny_run, tmp_path, capsys):
     assert extract.main(["--run", str(tmp_path)]) == 2
     assert extract.main(["--run", str(tiny_run), "--images", str(tmp_path), "--device", "cpu"]) == 2
     err = capsys.readouterr().err.splitlines()
-    assert len(err) == 2 and "not a run directory" in err[0] and err[1].startswith("error: no image files")
+    assert len(err) == 2 and "not a run folder" in err[0] and err[1].startswith("error: no image files")
 
 
 def test_parse_market_name():
