@@ -46,7 +46,9 @@ def main() -> None:
     try:
         for name, (dataset, root) in sets.items():
             store = work / name
-            ingest_flow(dataset=dataset, root=str(root), store=str(store), progress=False)
+            # the CUHK03 manifest lists crops of ../shared/data, outside the manifest's own folder
+            ingest_flow(dataset=dataset, root=str(root), store=str(store), progress=False,
+                        settings={"allow_outside_root": True} if dataset == "csv" else None)
             t = time.perf_counter()
             build_mpn_flow(store=str(store), parsing="pose", segmentation="pose", progress=False)
             dt = time.perf_counter() - t
