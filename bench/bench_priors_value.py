@@ -108,7 +108,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_methods import evaluate_with, finished, fmt, run  # noqa: E402
+from bench_methods import evaluate_with, finished, fmt, run, steps_per_epoch  # noqa: E402
 
 VARIANTS = {
     "baseline": ("baseline", []),
@@ -199,14 +199,6 @@ def build_store(args, out: Path) -> Path:
         dt = run(cmd, out / f"{name}.log")
         print(f"  {name:17s} {dt:6.1f} s")
     return store
-
-
-def steps_per_epoch(store: Path, P: int, K: int) -> int:
-    from reid_train.data.sampler import PKSampler
-    from storage import open_store
-
-    ix = open_store(store).ok_index
-    return PKSampler(ix.loc[ix["split"] == "train", "label"].to_numpy(), P, K, seed=0).batches_per_epoch
 
 
 def fit_command(args, name: str, seed: int, store: Path, run_dir: Path, steps: int, spe: int) -> list[str]:

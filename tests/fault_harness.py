@@ -20,19 +20,12 @@ import shutil
 import subprocess
 import sys
 import traceback
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
 from storage.fs import FAULT_ENV, FAULT_EXIT_CODE, InjectedFault, faults
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@contextmanager
-def serial_flows():
-    """The flows run their units in this process with ``workers=1`` (kept for callers of older code)."""
-    yield
 
 
 def tree_digest(root: Path) -> dict[str, str]:
@@ -95,7 +88,7 @@ def _forget(exc: BaseException) -> None:
 def _run_killed_subprocess(name: str, world: Path, store: Path, n: int) -> int:
     env = {**os.environ, FAULT_ENV: str(n), "PYTHONPATH": str(ROOT), "REID_PRIORS_FAULT_UNIT": str(UNIT_SIZE)}
     code = (f"import sys; sys.path.insert(0, {str(ROOT / 'tests')!r}); import fault_harness as h\n"
-            f"from pathlib import Path\nwith h.serial_flows(): h.COMMANDS[{name!r}](Path({str(world)!r}), Path({str(store)!r}))")
+            f"from pathlib import Path\nh.COMMANDS[{name!r}](Path({str(world)!r}), Path({str(store)!r}))")
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True).returncode
 
 
@@ -122,8 +115,7 @@ def kill_loop(name: str, world: Path, start: Path | None, work: Path, subprocess
 
     ref = fresh(work / f"{name}-ref")
     faults.arm(None)
-    with serial_flows():
-        command(world, ref)
+    command(world, ref)
     total = faults.count
     want = tree_digest(ref)
     out = {"command": name, "points": total, "covered": 0, "bad": [], "subprocess_kills": 0}
@@ -137,20 +129,11 @@ def kill_loop(name: str, world: Path, start: Path | None, work: Path, subprocess
                 out["bad"].append(f"point {n}: subprocess exited {rc}, not at the fault")
                 continue
         else:
-            faults.arm(n)
-            try:
-                with serial_flows():
-                    command(world, dst)
-            except InjectedFault as exc:
-                _forget(exc)
-            else:
+            if not _killed_at(n, lambda: command(world, dst)):
                 out["bad"].append(f"point {n}: no fault fired")
                 continue
-            finally:
-                faults.arm(None)
             gc.collect()  # the killed run's objects are gone, as with a dead process
-        with serial_flows():
-            command(world, dst)  # the same command again
+        command(world, dst)  # the same command again
         rep = verify_store(open_store(dst))
         got = tree_digest(dst)
         if not rep.ok:
@@ -162,6 +145,20 @@ def kill_loop(name: str, world: Path, start: Path | None, work: Path, subprocess
             out["covered"] += 1
         shutil.rmtree(dst)
     return out
+
+
+def _killed_at(n: int, command) -> bool:
+    """Run ``command`` (flows serially) with the in-process fault armed at write point ``n``;
+    True when the fault fired (the run died there), False when the command finished."""
+    faults.arm(n)
+    try:
+        command()
+    except InjectedFault as exc:
+        _forget(exc)
+        return True
+    finally:
+        faults.arm(None)
+    return False
 
 
 def fit_kill_loop(store: Path, work: Path) -> dict:
@@ -176,16 +173,9 @@ def fit_kill_loop(store: Path, work: Path) -> dict:
     for n in range(1, total + 1):
         run = work / f"fit-{n}"
         shutil.rmtree(run, ignore_errors=True)
-        faults.arm(n)
-        try:
-            fit(store, run, resume=False)
-        except InjectedFault as exc:
-            _forget(exc)
-        else:
+        if not _killed_at(n, lambda: fit(store, run, resume=False)):
             out["bad"].append(f"point {n}: no fault fired")
             continue
-        finally:
-            faults.arm(None)
         res = fit(store, run, resume=(run / "checkpoint.pt").is_file())
         got = res.method.state_dict()
         if all(torch.equal(got[k], want[k]) for k in want) and res.step == ref.step:

@@ -29,8 +29,7 @@ def tiny(tmp_path_factory, monkeypatch_module):
     world = work / "world"
     write_dataset(world, ids=3, images_per_id=4, cameras=2, seed=3, size=(64, 32), progress=False)
     store = work / "store"
-    with h.serial_flows():
-        h.ingest(world, store)
+    h.ingest(world, store)
     return world, store, work
 
 

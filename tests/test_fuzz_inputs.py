@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from storage.datasets import scan_dataset
 
 SPLIT_DIRS = ("bounding_box_train", "query", "bounding_box_test")
 
@@ -212,8 +211,7 @@ def test_folder_fuzz_every_input_is_a_row(corpus, tmp_path):
     from storage import open_store
     from storage.verify import verify_store
 
-    with h.serial_flows():
-        h.ingest(root, tmp_path / "store")
+    h.ingest(root, tmp_path / "store")
     s = open_store(tmp_path / "store")
     assert s.n_images == sum(good.values()) and verify_store(s).ok
     assert len(s.index) == len(df)

@@ -14,11 +14,9 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import zarr
@@ -61,9 +59,8 @@ def built(tmp_path_factory):
     world = work / "world"
     write_dataset(world, ids=3, images_per_id=4, cameras=2, seed=5, size=(64, 32), progress=False)
     store = work / "store"
-    with h.serial_flows():
-        h.ingest(world, store)
-        h.build_dsap(world, store)
+    h.ingest(world, store)
+    h.build_dsap(world, store)
     assert verify_store(open_store(store)).ok
     return world, store
 
@@ -90,25 +87,22 @@ def _edit_json(path: Path, edit) -> None:
 def test_interrupted_creation_resumes_without_overwrite(built, tmp_path):
     world, _ = built
     dst = tmp_path / "s"
-    with h.serial_flows():
-        h.ingest(world, dst)
+    h.ingest(world, dst)
     clean = h.tree_digest(dst)
     shutil.rmtree(dst)
     # stop right after the root zarr.json exists but before its attributes (what used to brick the store)
     from storage.fs import InjectedFault, faults
 
     faults.arm(None)
-    with h.serial_flows():
-        h.ingest(world, tmp_path / "count")
+    h.ingest(world, tmp_path / "count")
     where = next(i for i, w in enumerate(faults.log, 1) if w == "zarr zarr.json")
     faults.arm(where)
-    with pytest.raises(InjectedFault), h.serial_flows():
+    with pytest.raises(InjectedFault):
         h.ingest(world, dst)
     faults.arm(None)
     with pytest.raises(StoreError, match="creating this store was interrupted; re-run the same"):
         open_store(dst)
-    with h.serial_flows():
-        h.ingest(world, dst)  # no --overwrite needed
+    h.ingest(world, dst)  # no --overwrite needed
     assert h.tree_digest(dst) == clean and verify_store(open_store(dst)).ok
     CAUGHT.add("root zarr.json written, attributes not")
 
@@ -120,8 +114,7 @@ def test_group_without_provenance_is_rebuilt_and_flagged_by_verify(built, tmp_pa
     _edit_json(dst / "priors/dsap/zarr.json", lambda m: m["attributes"].clear())
     assert "priors/dsap: building this group was interrupted" in _problems(dst)
     CAUGHT.add("verify on a half-built group")
-    with h.serial_flows():
-        h.build_dsap(world, dst)  # the same command, no --overwrite
+    h.build_dsap(world, dst)  # the same command, no --overwrite
     assert verify_store(open_store(dst)).ok and h.tree_digest(dst) == clean
     CAUGHT.add("group created before its provenance")
 
@@ -132,8 +125,7 @@ def test_stale_temporary_index_is_flagged_and_cleaned(built, tmp_path):
     clean = h.tree_digest(dst)
     (dst / "index.parquet.tmp-0123abcd").write_bytes(b"half an index")
     assert "temporary files of interrupted writes" in _problems(dst)
-    with h.serial_flows():
-        h.ingest(world, dst)
+    h.ingest(world, dst)
     assert h.tree_digest(dst) == clean
     CAUGHT.add("stale index.parquet.tmp-* at the root")
 
