@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import time
 from pathlib import Path
 
 import yaml
 
-from storage.cli import ArgumentParser, HelpFormatter, absolute_store, add_quiet, existing_dir, nonnegative_int, positive_int, run_cli, store_path
+from storage.cli import ArgumentParser, HelpFormatter, absolute_store, add_quiet, configure_logging, existing_dir, nonnegative_int, positive_int, run_cli, store_path
 
 from .checkpoint import load_checkpoint
 from .config import config_from_dict
@@ -87,8 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.quiet)
     run = Path(args.run)
     overrides = {"eval_batch_size": args.batch_size}
     if args.store:

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from storage.cli import ArgumentParser, HelpFormatter, key_value, positive_float, run_cli
+from storage.cli import ArgumentParser, HelpFormatter, configure_logging, key_value, positive_float, run_cli
 
 log = logging.getLogger(__name__)
 
@@ -256,8 +256,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.quiet)
     rec = export_run(args.run, args.format, args.out, args.flip, dict(args.set))  # load_run refuses a non-run
     diff = rec["check"]["max_abs_difference"]
     print(f"{rec['method']}: {rec['path']} ({rec['format']}, features {rec['output']['shape'][1]}, "

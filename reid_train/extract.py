@@ -46,7 +46,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from storage.cli import ArgumentParser, HelpFormatter, positive_int, run_cli
+from storage.cli import ArgumentParser, HelpFormatter, configure_logging, positive_int, run_cli
 
 log = logging.getLogger(__name__)
 
@@ -386,8 +386,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.quiet)
     PROGRESS["disable"] = True if args.quiet else None
     from .engine import pick_device
     from .evaluate import load_run

@@ -33,10 +33,11 @@ from storage.cli import (
     HelpFormatter,
     absolute_store,
     add_quiet,
+    configure_logging,
     existing_file,
     hidden_alias,
-    nonnegative_int,
     nonnegative_float,
+    nonnegative_int,
     positive_int,
     run_cli,
     size_hw,
@@ -203,8 +204,7 @@ def save_model(run: Path, method, cfg: TrainConfig, num_classes: int) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.quiet)
     if args.resume and args.overwrite:
         raise ValueError("--resume continues a run, --overwrite deletes it: pass one of them")
     if args.resume_or_start and args.run and (Path(args.run) / "checkpoint.pt").is_file():

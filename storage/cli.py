@@ -208,6 +208,14 @@ def add_quiet(p: argparse.ArgumentParser, help: str = "no progress bars; only wa
                    default=argparse.SUPPRESS)
 
 
+def configure_logging(quiet: bool) -> None:
+    """INFO lines with time and module, or only warnings and errors with ``-q``."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
 USER_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError, LookupError, ImportError,
                                                 RuntimeError, TypeError)
 
