@@ -214,6 +214,41 @@ def landmark_error(est: np.ndarray, truth: np.ndarray, found: np.ndarray, image_
     return err
 
 
+SKELETON_SEGMENTS = ((11, 13), (13, 15), (12, 14), (14, 16), (23, 25), (25, 27), (24, 26), (26, 28), (11, 23),
+                     (12, 24), (11, 12), (23, 24))
+
+
+def grabcut_mask(image: np.ndarray, prob: np.ndarray, landmarks: np.ndarray, iterations: int = 3,
+                 core: float = 0.15, far: float = 0.15) -> np.ndarray:
+    """BlazePose's mask refined by ``cv2.grabCut``, seeded by the skeleton and that mask (the issue's
+    alternative): sure person = the seen skeleton's segments (``core`` T thick) where the probability
+    is >= 0.9, probable person = probability >= 0.5, sure background = farther than ``far`` T from it."""
+    import cv2
+
+    from priors.backends.pose_geometry import seen_landmarks, torso_length
+
+    h, w = prob.shape
+    T = torso_length(landmarks, h)
+    seed = np.where(prob >= 0.5, cv2.GC_PR_FGD, cv2.GC_PR_BGD).astype(np.uint8)
+    bones = np.zeros((h, w), np.uint8)
+    seen = seen_landmarks(landmarks, (h, w), 0.5)
+    for a, b in SKELETON_SEGMENTS:
+        if seen[a] and seen[b]:
+            cv2.line(bones, tuple(int(round(x)) for x in landmarks[a, :2]), tuple(int(round(x)) for x in landmarks[b, :2]),
+                     1, max(1, int(core * T)))
+    seed[(prob >= 0.9) & (bones > 0)] = cv2.GC_FGD
+    near = cv2.dilate((prob >= 0.5).astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * int(far * T) + 1,) * 2))
+    seed[near == 0] = cv2.GC_BGD
+    if not np.isin(seed, (cv2.GC_FGD, cv2.GC_PR_FGD)).any():
+        return prob >= 0.5
+    try:
+        cv2.grabCut(np.ascontiguousarray(image[:, :, ::-1]), seed, None, np.zeros((1, 65)), np.zeros((1, 65)),
+                    iterations, cv2.GC_INIT_WITH_MASK)
+    except cv2.error:  # a model with too few pixels of one kind
+        return prob >= 0.5
+    return np.isin(seed, (cv2.GC_FGD, cv2.GC_PR_FGD))
+
+
 def joints_figure(images, gt_i, est_i, joint_i, views, out: Path) -> None:
     """Per picked image: the crop, the truth, pose-chart on BlazePose's landmarks, the same on the true joints."""
     import matplotlib
@@ -236,11 +271,11 @@ def joints_figure(images, gt_i, est_i, joint_i, views, out: Path) -> None:
                 ax.set_title(titles[c], fontsize=8)
         axes[r, 0].set_ylabel(views[r], fontsize=7)
     fig.suptitle("pose-chart geometry (same mask: BlazePose's) on estimated vs true joints", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=80)
+    fig.tight_layout(rect=(0, 0, 1, 0.985))
+    fig.savefig(out, dpi=64)
 
 
-def synthetic_report(world: Path, batch: int = 32, figure: Path | None = None) -> dict:
+def synthetic_report(world: Path, batch: int = 32, figure: Path | None = None, grabcut: bool = False) -> dict:
     from dataclasses import replace
 
     import cv2
@@ -253,12 +288,15 @@ def synthetic_report(world: Path, batch: int = 32, figure: Path | None = None) -
     est, seg = dense_estimator("pose-chart"), segmentation_source("pose")
     found, est_i, gt_i, seg_m, gt_m, bound_i, landmarks = [], [], [], [], [], [], []
     joints = true_landmarks(world, table)
-    joint_i, joint_true_i = [], []
+    joint_i, joint_true_i, grabcut_m, grabcut_i = [], [], [], []
+    grabcut_seconds = est_seconds = 0.0
     t0 = time.perf_counter()
     for s in range(0, len(table), batch):
         rows = table.iloc[s:s + batch].assign(image_id=np.arange(s, min(s + batch, len(table))))
         images = np.stack([cv2.imread(str(world / r))[:, :, ::-1] for r in rows.relpath])
+        e0 = time.perf_counter()
         res = est.estimate(images, rows)
+        est_seconds += time.perf_counter() - e0
         found.extend(st == OK for st in res.status)
         est_i.append(res.i)
         seg_m.append(seg.segment(images, rows).mask)
@@ -270,12 +308,20 @@ def synthetic_report(world: Path, batch: int = 32, figure: Path | None = None) -
         bound_i.append(np.stack([landmarks_to_iuv(pose.landmarks[k], gt_i[-1][k] > 0, every)[0] if st == OK
                                  else np.zeros_like(gt_i[-1][k]) for k, st in enumerate(res.status)]))
         landmarks.append(pose.landmarks)
+        if grabcut:  # the alternative mask, and the part map pose-chart draws on it
+            g0 = time.perf_counter()
+            masks = [grabcut_mask(images[k], pose.mask[k], pose.landmarks[k].astype(np.float64)) if st == OK
+                     else np.zeros(images.shape[1:3], bool) for k, st in enumerate(res.status)]
+            grabcut_seconds += time.perf_counter() - g0
+            grabcut_m.append(np.stack(masks))
+            grabcut_i.append(np.stack([landmarks_to_iuv(pose.landmarks[k], masks[k], est.chart)[0] if st == OK
+                                       else np.zeros_like(gt_i[-1][k]) for k, st in enumerate(res.status)]))
         # the true joints through the same geometry: on BlazePose's mask (as the estimator), and on the true body
         true_lm = joints[s:s + len(rows)]
         joint_i.append(np.stack([landmarks_to_iuv(true_lm[k], pose.mask[k] >= est.seg_threshold, est.chart)[0] if st == OK
                                  else np.zeros_like(gt_i[-1][k]) for k, st in enumerate(res.status)]))
         joint_true_i.append(np.stack([landmarks_to_iuv(true_lm[k], gt_i[-1][k] > 0, every)[0] for k in range(len(rows))]))
-    seconds = time.perf_counter() - t0
+    seconds = time.perf_counter() - t0 - grabcut_seconds
     found = np.array(found)
     est_i, gt_i, seg_m, gt_m, bound_i, landmarks, joint_i, joint_true_i = map(
         np.concatenate, (est_i, gt_i, seg_m, gt_m, bound_i, landmarks, joint_i, joint_true_i))
@@ -303,7 +349,7 @@ def synthetic_report(world: Path, batch: int = 32, figure: Path | None = None) -
     from priors.dsap import PART_NAMES
 
     ious = part_iou(est_i[found], gt_i[found])
-    return {
+    out = {
         "images": int(len(table)), "found": float(found.mean()), "seconds": round(seconds, 1),
         "all": summary(all_found), "front": summary(view == "front"), "back": summary(view == "back"),
         "profile": summary(view == "profile"), "occluded": summary(occ), "unoccluded": summary(~occ),
@@ -316,6 +362,16 @@ def synthetic_report(world: Path, batch: int = 32, figure: Path | None = None) -
                                                                                    gt_i[found] > 0))), 3)},
         "true_joints_true_mask_part_iou": round(float(np.nanmean(part_iou(joint_true_i[found], gt_i[found]))), 3),
     }
+    if grabcut:
+        gm, gi = np.concatenate(grabcut_m), np.concatenate(grabcut_i)
+        out["grabcut"] = {
+            "mask_vs_true_body": round(float(np.nanmean(mask_iou(gm[found], gt_i[found] > 0))), 3),
+            "part_iou": round(float(np.nanmean(part_iou(gi[found], gt_i[found]))), 3),
+            "body_mask_iou": round(float(np.nanmean(mask_iou(gi[found] > 0, gt_i[found] > 0))), 3),
+            "ms_per_image": round(1000 * grabcut_seconds / max(int(found.sum()), 1), 1),
+            "pose_chart_ms_per_image": round(1000 * est_seconds / len(table), 1),
+        }
+    return out
 
 
 def compare_figure(before: Path, after: Path, out: Path) -> None:
@@ -364,6 +420,7 @@ def main(argv=None) -> None:
     parser.add_argument("--compare", type=Path, nargs=2, metavar=("BEFORE", "AFTER"),
                         help="two --maps files to draw side by side into --figure (nothing else runs)")
     parser.add_argument("--figure", type=Path, default=ROOT / "docs" / "figures" / "pose_before_after.png")
+    parser.add_argument("--grabcut", action="store_true", help="also score GrabCut-refined masks (slow)")
     parser.add_argument("--joints-figure", type=Path, default=None,
                         help="draw pose-chart on BlazePose's vs the true joints for six synthetic crops (PNG)")
     args = parser.parse_args(argv)
@@ -380,7 +437,7 @@ def main(argv=None) -> None:
     if args.only != "real":
         world = args.world or Path(f"/tmp/pose-quality-world-{args.seed}")
         report["synthetic"] = synthetic_report(synthetic_world(world, args.ids, args.per_id, args.seed),
-                                               figure=args.joints_figure)
+                                               figure=args.joints_figure, grabcut=args.grabcut)
         print("synthetic:", json.dumps(report["synthetic"], indent=1))
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
