@@ -78,7 +78,7 @@ def run_units(images: np.ndarray, rows: pd.DataFrame, batch: int = 32):
     par, seg, est = parsing_source("pose"), segmentation_source("pose"), dense_estimator("pose-chart")
     prior = dict(feat_hw=feature_map_size((384, 128), 16), K=6, head_min_frac=HEAD_MIN_FRAC,
                  leg_min_frac=LEG_MIN_FRAC, threshold=BINARIZE_THRESHOLD)
-    stats, cover, i_maps, labels, est_fails = [], [], [], [], []
+    stats, cover, i_maps, labels, est_fails, views = [], [], [], [], [], []
     for s in range(0, len(images), batch):
         im, r = images[s:s + batch], rows.iloc[s:s + batch]
         _, tables, _ = mpn_unit(par, seg, im, r, prior)
@@ -86,11 +86,12 @@ def run_units(images: np.ndarray, rows: pd.DataFrame, batch: int = 32):
         labels.append(par.parse(im, r).labels)
         arrays, fails, quality = estimate_unit(est, im, r)
         est_fails.append(fails)
+        views.append(quality["view"].to_numpy())
         _, cov, _ = dsap_unit(im, arrays["i"], arrays["uv"], 32, "image_mean", r["image_id"].to_numpy(), fails, quality)
         cover.append(cov["coverage"])
         i_maps.append(arrays["i"])
     return (pd.concat(stats, ignore_index=True), pd.concat(cover, ignore_index=True), np.concatenate(i_maps),
-            np.concatenate(labels), pd.concat(est_fails, ignore_index=True))
+            np.concatenate(labels), pd.concat(est_fails, ignore_index=True), np.concatenate(views))
 
 
 def real_report(data: Path, maps: Path | None) -> dict:
@@ -98,7 +99,7 @@ def real_report(data: Path, maps: Path | None) -> dict:
 
     table, images = load_real(data)
     t0 = time.perf_counter()
-    stats, cover, i_maps, labels, est_fails = run_units(images, table)
+    stats, cover, i_maps, labels, est_fails, views = run_units(images, table)
     seconds = time.perf_counter() - t0
     df = table.merge(stats, on="image_id").merge(cover, on="image_id")
     est_ok = ~df["image_id"].isin(est_fails["image_id"])
@@ -117,6 +118,9 @@ def real_report(data: Path, maps: Path | None) -> dict:
         "fallback_by_camera": df.groupby(df.relpath.map(camera_of))["fallback"].mean().round(3).to_dict(),
         "fallback_by_view": df.groupby("hand_view")["fallback"].mean().round(3).to_dict(),
         "pose_found": float(est_ok.mean()),
+        # pose-chart's view (front/back/profile) against the hand-checked one (side = profile), where a pose was found
+        "view_right": float((views == table.hand_view.map({"front": "front", "back": "back", "side": "profile"})
+                             .to_numpy())[est_ok.to_numpy()].mean()),
         "legs_hidden_n": int(hidden.sum()),
         "lower_legs_painted_where_hidden": float(lower_legs[hidden].mean()) if hidden.any() else None,
         "leg_parts_painted_where_hidden": float(any_legs[hidden].mean()) if hidden.any() else None,
