@@ -26,8 +26,10 @@ bundled in mediapipe 0.10.21 (see :mod:`priors.backends.mediapipe_runner`):
 Measured (``bench/bench_pose_quality.py``, BENCHMARKS.md "CPU pose estimators
 ..."): a pose is found on 200 of the 201 hand-checked real crops; on the
 occluded synthetic world the per-part IoU against the oracle is 0.38 (0.27
-before these rules), the body-mask IoU 0.75; ``docs/figures/pose_before_after.png``
-shows real crops before and after.
+before these rules), the body-mask IoU 0.75; fed the renderer's *true* joints
+instead of BlazePose's landmarks, the same geometry and mask reach 0.58, so
+the landmarks, not the chart, limit it (``docs/figures/pose_true_joints.png``);
+``docs/figures/pose_before_after.png`` shows real crops before and after.
 
 It is much coarser than DensePose: parts are capsules around a 2-D skeleton,
 not a learned surface, and ``(u, v)`` are chart coordinates of our own, not
