@@ -26,8 +26,10 @@ Where the jobs run (:func:`run_tasks`):
   also says how to start workers and what they need).
 
 Units never overlap between jobs, so processes never write the same unit. The
-progress bar counts units as they finish (in completion order), so its rate and
-ETA are those of the work actually done.
+progress bar counts units as they finish (in completion order); in a local run
+its rate and ETA come from how long the units took in their processes, leaving
+out each process's first unit, which also pays its start-up (imports, model
+set-up) that the remaining units do not (:class:`UnitBar`).
 """
 from __future__ import annotations
 
@@ -112,6 +114,46 @@ def default_workers(device: str | None = None) -> int:
     return 1 if device and str(device).startswith("cuda") else usable_cores()
 
 
+class UnitBar(tqdm):
+    """A tqdm bar over units whose rate (hence ETA) is ``processes / mean seconds per unit``.
+
+    :meth:`record` takes how long a job took *in its process* and which process ran it; the first job
+    of each process is left out of the mean (it carries that process's start-up). Until a second job
+    of some process has finished, the bar shows tqdm's own rate; with fewer units left than processes,
+    only that many run in parallel. Left out, the start-up of a spawned pool made the estimate at a
+    quarter of a 12-unit run 2.25x the truth (BENCHMARKS.md, issue 16)."""
+
+    def __init__(self, *args: Any, processes: int = 1, **kwargs: Any) -> None:
+        self.processes = max(1, int(processes))
+        self._started: set = set()
+        self.steady_units, self.steady_seconds = 0, 0.0
+        super().__init__(*args, **kwargs)
+
+    def record(self, units: int, seconds: float | None = None, process: Any = None) -> None:
+        """``units`` finished in one job of ``seconds`` (None: not timed) run by ``process``."""
+        if seconds is not None and units > 0:
+            if process in self._started:
+                self.steady_units += units
+                self.steady_seconds += float(seconds)
+            self._started.add(process)
+        self.update(units)
+
+    @property
+    def format_dict(self):
+        d = super().format_dict
+        if self.steady_units:
+            left = max((self.total or 0) - self.n, 1)
+            d["rate"] = min(self.processes, left) * self.steady_units / max(self.steady_seconds, 1e-9)
+        return d
+
+
+def _timed_call_by_name(module: str, name: str, args: tuple) -> tuple[dict[str, Any], float, int]:
+    """:func:`_call_by_name` and how long it took in this worker process, with the process id."""
+    start = time.perf_counter()
+    result = _call_by_name(module, name, args)
+    return result, time.perf_counter() - start, os.getpid()
+
+
 def in_prefect_run() -> bool:
     """True inside a Prefect flow run (a deployment, or the CLI with PREFECT_API_URL)."""
     if "prefect" not in sys.modules:
@@ -141,7 +183,10 @@ def run_tasks(job: Callable, calls: list[tuple], desc: str, progress: bool = Tru
     if not calls:
         return []
     total = sum(len(c[-1]) for c in calls)
-    bar = tqdm(total=total, desc=desc, unit="unit", disable=not progress, dynamic_ncols=True, smoothing=0.1)
+    local = not in_prefect_run() and not (dask_address or dask_workers)
+    processes = max(1, min(int(workers or default_workers(device)), total)) if local else 1
+    bar = UnitBar(total=total, desc=desc, unit="unit", disable=not progress, dynamic_ncols=True, smoothing=0.1,
+                  processes=processes)
     try:
         if in_prefect_run():
             return _run_prefect(job, calls, desc, bar, dask_address, dask_workers, workers)
@@ -149,35 +194,50 @@ def run_tasks(job: Callable, calls: list[tuple], desc: str, progress: bool = Tru
         calls = [(*c[:-1], [u]) for c in calls for u in c[-1]]
         if dask_address or dask_workers:
             return _run_dask(job, calls, bar, desc, dask_address, dask_workers)
-        return _run_local(job, calls, bar, desc, workers or default_workers(device))
+        return _run_local(job, calls, bar, desc, processes)
     finally:
         bar.close()
 
 
-def _advance(bar, result: dict[str, Any], units: list[int], desc: str) -> dict[str, Any]:
+def _advance(bar, result: dict[str, Any], units: list[int], desc: str, seconds: float | None = None,
+             process: Any = None) -> dict[str, Any]:
     if "error" in result:
         log.error("%s: units %s failed after their retries: %s", desc, units, result["error"])
-    bar.update(len(units))
+    if isinstance(bar, UnitBar):
+        bar.record(len(units), seconds, process)
+    else:
+        bar.update(len(units))
     return result
+
+
+def _run_serial(job: Callable, calls: list[tuple], bar, desc: str) -> list[dict[str, Any]]:
+    results = []
+    for args in calls:
+        start = time.perf_counter()
+        res = call_with_retries(job, args)
+        results.append(_advance(bar, res, args[-1], desc, time.perf_counter() - start, "this process"))
+    return results
 
 
 def _run_local(job: Callable, calls: list[tuple], bar, desc: str, workers: int) -> list[dict[str, Any]]:
     workers = max(1, min(int(workers), len(calls)))
     if workers == 1:
-        return [_advance(bar, call_with_retries(job, args), args[-1], desc) for args in calls]
+        return _run_serial(job, calls, bar, desc)
     results: list[dict[str, Any] | None] = [None] * len(calls)
     threads = max(1, usable_cores() // workers)
     # spawn: estimator libraries (torch, mediapipe, OpenCV) do not survive a fork of a threaded parent
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                              initializer=_init_worker, initargs=(threads,)) as pool:
-        futures = {pool.submit(_call_by_name, job.__module__, job.__name__, args): i for i, args in enumerate(calls)}
+        futures = {pool.submit(_timed_call_by_name, job.__module__, job.__name__, args): i
+                   for i, args in enumerate(calls)}
         for fut in as_completed(futures):
             i = futures[fut]
+            seconds = process = None
             try:
-                res = fut.result()
+                res, seconds, process = fut.result()
             except Exception as exc:  # noqa: BLE001 - a worker process died (killed, out of memory)
                 res = {"error": f"{type(exc).__name__}: {exc}", "units": list(calls[i][-1])}
-            results[i] = _advance(bar, res, calls[i][-1], desc)
+            results[i] = _advance(bar, res, calls[i][-1], desc, seconds, process)
     return results  # type: ignore[return-value]
 
 

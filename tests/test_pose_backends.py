@@ -336,3 +336,20 @@ def test_view_from_geometry_profile_and_canonical_sides():
     torso = i[40:60, 24:40]
     assert {1, 2} <= set(np.unique(torso).tolist())  # front half on the facing side, back half behind
     assert (i[48, 24:30] == 2).mean() > (i[48, 34:40] == 2).mean()  # facing the image's left: front on the left
+
+
+def test_a_turned_front_view_with_shoulders_far_apart_is_not_a_profile():
+    from priors.backends.pose_geometry import body_view
+
+    # shoulder depths differ by T, as in a profile; the stick figure's spread is (20 + 12) / 2 = 16 px = 0.44 T
+    turned = stick_figure(True)
+    turned[[11, 13, 15, 23, 25, 27], 2] = -0.5 * T
+    turned[[12, 14, 16, 24, 26, 28], 2] = +0.5 * T
+    assert body_view(turned, T)[0] == "profile"
+    # shoulders and hips 4 px wider on each side: spread (28 + 20) / 2 = 24 px = 0.67 T >= 0.5 T -> front
+    turned[[11, 23], 0] += 4
+    turned[[12, 24], 0] -= 4
+    assert body_view(turned, T) == ("front", 0)
+    assert body_view(turned, T, profile_max_spread=0.7)[0] == "profile"
+    i, _, _, info = landmarks_to_iuv(turned, FULL)
+    assert info.view == "front" and i[48, 32] == 2  # the torso's front chart

@@ -353,3 +353,29 @@ def test_new_occluders_hide_the_person_and_leave_no_truth_behind(kind):
         assert not np.isin(r["i"], (11, 12, 13, 14, 5, 6)).any() and np.isin(r["i"], (23, 24)).any()
     if kind == "person":  # a second, nearer pedestrian at the side: drawn, but not the person
         assert not np.array_equal(r["image"][occ], clear["image"][occ])
+
+
+@pytest.mark.parametrize("view", ["front", "back", "left"])
+def test_joint_positions_fall_on_their_parts_and_face_the_camera_the_right_way(view):
+    from priors.synthetic.render import joint_positions
+
+    ident, pose, box, size = plain_identity(), Pose(phase=1.0), BoxError(scale=1.1), (256, 128)
+    r = render(ident, pose, view, box=box, size=size)
+    j = joint_positions(ident, pose, view, box, size)
+    at = lambda name: int(r["i"][int(round(j[name][1])), int(round(j[name][0]))])  # noqa: E731
+    # joints sit on the axes of their own parts (hip and shoulder: the torso may cover them)
+    assert at("left_knee") in (8, 10, 12, 14) and at("right_knee") in (7, 9, 11, 13)
+    assert at("head_centre") in (23, 24)
+    assert at("left_ankle") in (12, 14, 5) and at("right_ankle") in (11, 13, 6)
+    if view != "left":  # the near side in a left view hides the right arm behind the torso
+        assert at("left_elbow") in (15, 17, 19, 21) and at("right_elbow") in (16, 18, 20, 22)
+    dx = j["left_shoulder"][0] - j["right_shoulder"][0]
+    dz = j["left_shoulder"][2] - j["right_shoulder"][2]
+    if view == "front":  # the person's left on the image's right, shoulders at the same depth
+        assert dx > 0 and abs(dz) < 1
+    elif view == "back":
+        assert dx < 0 and abs(dz) < 1
+    else:  # the left side faces the camera: the left shoulder is nearer (mediapipe: smaller depth)
+        assert abs(dx) < 2 and dz < -20
+    rows = np.flatnonzero(r["mask"].any(axis=1))
+    assert rows[0] < j["head_centre"][1] < j["left_shoulder"][1] < j["left_hip"][1] < j["left_ankle"][1] <= rows[-1]

@@ -26,8 +26,10 @@ bundled in mediapipe 0.10.21 (see :mod:`priors.backends.mediapipe_runner`):
 Measured (``bench/bench_pose_quality.py``, BENCHMARKS.md "CPU pose estimators
 ..."): a pose is found on 200 of the 201 hand-checked real crops; on the
 occluded synthetic world the per-part IoU against the oracle is 0.38 (0.27
-before these rules), the body-mask IoU 0.75; ``docs/figures/pose_before_after.png``
-shows real crops before and after.
+before these rules), the body-mask IoU 0.75; fed the renderer's *true* joints
+instead of BlazePose's landmarks, the same geometry and mask reach 0.58, so
+the landmarks, not the chart, limit it (``docs/figures/pose_true_joints.png``);
+``docs/figures/pose_before_after.png`` shows real crops before and after.
 
 It is much coarser than DensePose: parts are capsules around a 2-D skeleton,
 not a learned surface, and ``(u, v)`` are chart coordinates of our own, not
@@ -152,6 +154,8 @@ class ChartParams:
     """pixels farther than this many radii from every part stay background"""
     profile_depth: float = 0.6
     """|z(left shoulder) - z(right shoulder)| / T at or above this is a profile view"""
+    profile_max_spread: float = 0.5
+    """... and the shoulders' and hips' mean left-right spread is under this many T (else front or back)"""
     nose_depth_weight: float = 0.3
     """front/back score = left-right spread / T - this * (nose z - shoulders' z) / T; > 0 is front"""
     far_side_penalty: float = 1.5
@@ -166,7 +170,8 @@ def _mean_point(lm: np.ndarray, idx: tuple[int, ...]) -> tuple[np.ndarray, float
 
 def facing_front(landmarks: np.ndarray, torso_length: float, params: ChartParams = ChartParams()) -> bool:
     """True when the person faces the camera (:func:`body_view`; a profile counts as front)."""
-    return body_view(landmarks, torso_length, params.profile_depth, params.nose_depth_weight)[0] != "back"
+    return body_view(landmarks, torso_length, params.profile_depth, params.nose_depth_weight,
+                     params.profile_max_spread)[0] != "back"
 
 
 @dataclass
@@ -198,7 +203,7 @@ def landmarks_to_iuv(
     u_map = np.zeros((h, w), np.float32)
     v_map = np.zeros((h, w), np.float32)
     view, facing = body_view(raw, torso_length(raw, h, params.min_torso_frac), params.profile_depth,
-                             params.nose_depth_weight)
+                             params.nose_depth_weight, params.profile_max_spread)
     lm = canonical_sides(raw, view, facing)
     seen = seen_landmarks(lm, (h, w), params.min_visibility, params.outside_margin)
     inside = in_crop(lm, (h, w), params.outside_margin)

@@ -254,6 +254,64 @@ def _yaw_of(viewpoint: str | float) -> float:
     return float(VIEW_YAW[viewpoint]) if isinstance(viewpoint, str) else float(viewpoint)
 
 
+def _crop_box(extent: tuple[float, float, float, float], box: BoxError, size: tuple[int, int]):
+    """(left, top, width, height) of the detection box in the view frame (body units)."""
+    H, W = size
+    xl, xr, yt, yb = extent
+    ph = yb - yt
+    margin = (box.scale - 1.0) * ph / 2
+    top = yt - margin + box.head_cut * ph
+    bottom = yb + margin - box.feet_cut * ph
+    box_h = bottom - top
+    top = top + box.dy * box_h
+    box_w = box_h * (W / H) * box.aspect
+    left = (xl + xr) / 2 - box_w / 2 + box.dx * box_w
+    return left, top, box_w, box_h
+
+
+JOINTS = ("shoulder", "elbow", "wrist", "hand_tip", "hip", "knee", "ankle", "heel", "toe")
+"""Joints of :func:`joint_positions`, per side (``left_*``, ``right_*``), plus ``head_centre``, ``nose``,
+``left_ear``, ``right_ear``."""
+
+
+def joint_positions(identity: Identity, pose: Pose, viewpoint: str | float, box: BoxError = BoxError(),
+                    size: tuple[int, int] = (128, 64)) -> dict[str, np.ndarray]:
+    """Where the skeleton's joints project in the crop ``render_person`` draws with the same arguments.
+
+    Returns name -> ``(x, y, depth)``: ``x, y`` in the crop's pixel-index coordinates (pixel ``(r, c)``
+    has centre ``(c, r)``), ``depth`` in pixels, growing *away* from the camera (mediapipe's sign).
+    Ground truth for measuring a pose estimator's geometry apart from its landmark error; the joints of
+    a limb are its primitive's axis ends (e.g. ``left_elbow`` = the left upper arm's distal end).
+    """
+    H, W = size
+    yaw = _yaw_of(viewpoint)
+    prims = body_primitives(identity, pose)
+    left, top, box_w, box_h = _crop_box(person_extent(prims, yaw), box, size)
+    view = View(yaw, W / box_w, H / box_h, left, top)
+    body = {p.parts: p for p in prims if p.kind != "acc"}
+    points: dict[str, tuple[float, float, float]] = {}
+    for side, arm, leg, hand, foot in (("left", (17, 15), (8, 10), 4, 5), ("right", (18, 16), (7, 9), 3, 6)):
+        lower_arm = (arm[0] + 4, arm[1] + 4)
+        lower_leg = (leg[0] + 4, leg[1] + 4)
+        points.update({f"{side}_shoulder": body[arm].p0, f"{side}_elbow": body[arm].p1,
+                       f"{side}_wrist": body[lower_arm].p1, f"{side}_hand_tip": body[(hand, hand)].p1,
+                       f"{side}_hip": body[leg].p0, f"{side}_knee": body[leg].p1, f"{side}_ankle": body[lower_leg].p1,
+                       f"{side}_heel": body[(foot, foot)].p0, f"{side}_toe": body[(foot, foot)].p1})
+    head = next(p for p in prims if p.kind == "head")
+    centre = (np.asarray(head.p0) + np.asarray(head.p1)) / 2
+    radius = max(head.radii)
+    points["head_centre"] = tuple(centre)
+    points["nose"] = tuple(centre + (0.0, 0.0, radius * head.depth_ratio))
+    points["left_ear"] = tuple(centre + (radius, 0.0, 0.0))
+    points["right_ear"] = tuple(centre - (radius, 0.0, 0.0))
+    out = {}
+    for name, p in points.items():
+        xv, y, zv = view.project(np.asarray(p))
+        out[name] = np.array([(xv - view.left) * view.scale_x - 0.5, (y - view.top) * view.scale_y - 0.5,
+                              -zv * view.scale_x])
+    return out
+
+
 def render_person(
     identity: Identity,
     pose: Pose,
@@ -284,14 +342,8 @@ def render_person(
     yaw = _yaw_of(viewpoint)
     prims = body_primitives(identity, pose)
     xl, xr, yt, yb = person_extent(prims, yaw)
-    ph = yb - yt
-    margin = (box.scale - 1.0) * ph / 2
-    top = yt - margin + box.head_cut * ph
-    bottom = yb + margin - box.feet_cut * ph
-    box_h = bottom - top
-    top, bottom = top + box.dy * box_h, bottom + box.dy * box_h
-    box_w = box_h * (W / H) * box.aspect
-    left = (xl + xr) / 2 - box_w / 2 + box.dx * box_w
+    left, top, box_w, box_h = _crop_box((xl, xr, yt, yb), box, size)
+    bottom = top + box_h
     sy, sx = H * s / box_h, W * s / box_w
     # the canvas covers the box and the whole person, padded in whole output pixels
     pad = lambda gap: int(np.ceil(max(gap, 0.0) + 2)) * s  # noqa: E731
@@ -376,5 +428,5 @@ def apply_camera(img: np.ndarray, camera: Camera, rng: np.random.Generator) -> n
 
 __all__ = [
     "Camera", "BoxError", "Occlusion", "Pose", "sample_camera", "sample_box_error", "sample_occlusion",
-    "render_background", "render_person", "apply_camera",
+    "render_background", "render_person", "apply_camera", "joint_positions", "JOINTS",
 ]
