@@ -220,10 +220,11 @@ class DensePoseEstimator:
                          pred_classes=inst.pred_classes, source=torch.arange(len(inst), device=inst.scores.device))
         return detector_postprocess(copy, height, width).to("cpu")
 
-    def _run(self, inputs: list[dict]) -> list:
-        """Per input, its store-frame detections; ``pred_densepose`` on all of them (mode ``all``) or none (``kept``).
+    def _run(self, inputs: list[dict]) -> tuple[list, Any]:
+        """``(store-frame detections per input, state)`` of one model call.
 
-        Mode ``kept`` returns ``(detections, features, model-frame instances)`` per call
+        Mode ``all``: ``model(inputs)``, ``pred_densepose`` on every detection, state ``None``.
+        Mode ``kept``: no DensePose output yet; state ``(features, model-frame instances)``
         for :meth:`_kept_charts`.
         """
         import torch
