@@ -10,10 +10,14 @@ timed on the same crops in one run, all ending in the same bookkeeping
 * ``b_batched``    — the ``densepose`` backend: same input size, ``--batch-size`` crops per call;
 * ``c_test_size``  — the backend with a test size chosen for crops (``--crop-min-size``, short side), batched;
 * ``c_canvas_RxC`` — the backend tiling RxC crops resized to that test size onto one canvas per call
-  (:mod:`priors.crop_canvas`), detections split back per crop.
+  (:mod:`priors.crop_canvas`), detections split back per crop;
+* ``*_kept``       — the same scheme with DensePose's head run only on the detection the bookkeeping
+  keeps per crop (the backend's default ``densepose_head="kept"``); the others run it on every
+  detection (``"all"``, as ``apply_net.py``). ``b_kept`` is at apply_net's own input size.
 
-IUV agreement against ``a_apply_net`` (and of the canvas against ``c_test_size``,
-same scale: a check of the tiling bookkeeping) is reported as: status agreement,
+IUV agreement against ``a_apply_net``, and of each scheme against the full-head
+scheme at the same input scale (``b_batched`` for ``b_kept``, ``c_test_size`` for
+``c_kept`` and the canvases, ``c_canvas_RxC`` for ``c_canvas_RxC_kept``), is reported as: status agreement,
 foreground IoU (I > 0), part-label agreement on the union of foregrounds, mean
 |dU| on pixels with the same part. With random-initialised weights (the default
 when ``--weights`` is not given) agreement tests the bookkeeping, not quality:
@@ -22,7 +26,7 @@ comparisons are expected to agree closely.
 
 Usage (in the detectron2 venv, see scripts/densepose_env.sh)::
 
-    python bench/bench_densepose.py [--n 24] [--crop-min-size 200] [--canvas 2x4 2x5] [--device cpu]
+    python bench/bench_densepose.py [--n 24] [--crop-min-size 200] [--canvas 2x4 2x5] [--device cpu] [--no-kept]
 """
 from __future__ import annotations
 
@@ -99,6 +103,7 @@ def agreement(ref, got) -> dict[str, float]:
         "fg_iou": float((f0 & f1).sum() / max(union.sum(), 1)),
         "label": float(same.sum() / max(union.sum(), 1)),
         "mean_du": float(np.abs(u0 - u1)[same].mean()) if same.any() else float("nan"),
+        "max_du": float(np.abs(u0 - u1)[same].max()) if same.any() else float("nan"),
     }
 
 
@@ -120,6 +125,8 @@ def main(argv=None) -> None:
                         help="test size (short side) chosen for crops in c_* (default 200: 128x64 -> 400x200)")
     parser.add_argument("--canvas", nargs="*", default=["2x4", "2x5"], help="canvas grids RxC to time (default 2x4 2x5)")
     parser.add_argument("--skip-a", action="store_true", help="skip the slow apply_net scheme (agreement then vs b)")
+    parser.add_argument("--no-kept", action="store_true", help="skip the *_kept schemes (DensePose head on the kept detection)")
+    parser.add_argument("--no-b", action="store_true", help="skip b_batched / b_kept (the apply_net-size backend schemes)")
     args = parser.parse_args(argv)
 
     import torch
@@ -139,36 +146,45 @@ def main(argv=None) -> None:
 
     common = dict(config=config, weights=weights, device=args.device, score_threshold=args.score_threshold,
                   detections_per_crop=args.detections_per_crop)
-    schemes = {}
+    schemes, same_scale = {}, {}  # name -> run; name -> the full-head scheme at the same input scale
     if not args.skip_a:
         schemes["a_apply_net"] = apply_net_scheme(config, weights, args.device, args.score_threshold, args.detections_per_crop)
-    for name, opts in [("b_batched", {}), ("c_test_size", {"min_size": args.crop_min_size})] + [
-        (f"c_canvas_{g}", {"min_size": args.crop_min_size, "canvas": g}) for g in args.canvas
-    ]:
-        est = DensePoseEstimator(**common, batch_size=args.batch_size, **opts)
+    plan = [] if args.no_b else [("b_batched", {}, None)]
+    plan += [("c_test_size", {"min_size": args.crop_min_size}, None)]
+    plan += [(f"c_canvas_{g}", {"min_size": args.crop_min_size, "canvas": g}, "c_test_size") for g in args.canvas]
+    if not args.no_kept:
+        kept_name = {"b_batched": "b_kept", "c_test_size": "c_kept"}
+        plan += [(kept_name.get(name, f"{name}_kept"), opts, name) for name, opts, _ in plan]
+    for name, opts, ref_name in plan:
+        head = "kept" if name.endswith("_kept") else "all"
+        est = DensePoseEstimator(**common, batch_size=args.batch_size, densepose_head=head, **opts)
         schemes[name] = lambda x, est=est: (lambda r: (r.i, r.u, r.v, r.status))(est.estimate(x, rows.iloc[: len(x)]))
+        if ref_name:
+            same_scale[name] = ref_name
 
-    results, rates = {}, {}
+    results, rates, cpu_ms = {}, {}, {}
     for name, run in schemes.items():
         run(images[:2])  # warm-up
         t0, c0 = time.perf_counter(), time.process_time()
         results[name] = run(images)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        rates[name] = len(images) / wall
-        print(f"  {name:<16} {rates[name]:7.3f} img/s  ({1000 * wall / len(images):7.0f} ms/img wall, "
-              f"{1000 * cpu / len(images):7.0f} ms/img cpu)", flush=True)
+        rates[name], cpu_ms[name] = len(images) / wall, 1000 * cpu / len(images)
+        print(f"  {name:<22} {rates[name]:7.3f} img/s  ({1000 * wall / len(images):7.0f} ms/img wall, "
+              f"{cpu_ms[name]:7.0f} ms/img cpu)  load {os.getloadavg()[0]:.1f}", flush=True)
 
-    ref = "a_apply_net" if "a_apply_net" in results else "b_batched"
-    print(f"\n{'scheme':<16} {'img/s':>7} {'x ' + ref:>14} {'status':>7} {'fg_iou':>7} {'label':>7} {'mean_du':>8}  agreement vs")
+    ref = "a_apply_net" if "a_apply_net" in results else next(iter(results))
+    print(f"\n{'scheme':<22} {'img/s':>7} {'x wall':>7} {'cpu ms':>7} {'x cpu':>6} {'status':>7} {'fg_iou':>7} "
+          f"{'label':>7} {'mean_du':>8} {'max_du':>8}  agreement vs")
     for name in results:
         ag = agreement(results[ref], results[name])
-        print(f"{name:<16} {rates[name]:7.3f} {rates[name] / rates[ref]:14.2f} {ag['status']:7.3f} {ag['fg_iou']:7.3f} "
-              f"{ag['label']:7.3f} {ag['mean_du']:8.4f}  {ref}")
-    for name in results:
-        if name.startswith("c_canvas"):
-            ag = agreement(results["c_test_size"], results[name])
-            print(f"{name:<16} {'':7} {'':14} {ag['status']:7.3f} {ag['fg_iou']:7.3f} {ag['label']:7.3f} "
-                  f"{ag['mean_du']:8.4f}  c_test_size (same scale)")
+        print(f"{name:<22} {rates[name]:7.3f} {rates[name] / rates[ref]:7.2f} {cpu_ms[name]:7.0f} "
+              f"{cpu_ms[ref] / cpu_ms[name]:6.2f} {ag['status']:7.3f} {ag['fg_iou']:7.3f} {ag['label']:7.3f} "
+              f"{ag['mean_du']:8.4f} {ag['max_du']:8.1e}  {ref}")
+    for name, other in same_scale.items():
+        if other in results and name in results:
+            ag = agreement(results[other], results[name])
+            print(f"{name:<22} {'':7} {'':7} {'':7} {'':6} {ag['status']:7.3f} {ag['fg_iou']:7.3f} {ag['label']:7.3f} "
+                  f"{ag['mean_du']:8.4f} {ag['max_du']:8.1e}  {other} (same scale)")
     statuses = {name: pd.Series(r[3]).value_counts().to_dict() for name, r in results.items()}
     print("\nstatuses:", statuses)
 

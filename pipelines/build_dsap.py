@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from priors.backends.densepose import DENSEPOSE_HEAD_MODES, parse_canvas
 from priors.dsap import PART_NAMES, dsap_coverage, warp_dsap_batch
 from priors.estimators import OK, DENSE_BACKENDS, dense_estimator, provenance_of
 from priors.iuv import pack_iuv
@@ -41,14 +42,20 @@ MIN_PARTS = 4
 """fewer parts than this (a head and a torso half are 3) flags an image"""
 MIN_LANDMARKS = 12
 """fewer seen landmarks than this (of BlazePose's 33) flags an image"""
+MAX_CANVAS_SIDE = 8
+"""--canvas: at most 8x8 crops per canvas (64 crops of 400x200 are a 3.6k x 1.8k input)"""
 QUALITY_DEFAULTS = {"visible_landmarks": -1, "view": "", "limbs_unseen": ""}
 
 
 def estimator_options(name: str, params: dict[str, Any], store) -> dict[str, Any]:
     """Keyword options of each dense backend, from the flow parameters."""
     if name == "densepose":
-        keys = ("config", "weights", "device", "batch_size", "trust_weights")
-        return {k: params[k] for k in keys if params.get(k) is not None}
+        keys = ("config", "weights", "device", "batch_size", "trust_weights", "canvas", "detections_per_crop",
+                "densepose_head")
+        opts = {k: params[k] for k in keys if params.get(k) is not None}
+        if params.get("test_size") is not None:
+            opts["min_size"] = params["test_size"]  # detectron2's INPUT.MIN_SIZE_TEST
+        return opts
     if name == "densepose-dump":
         return {"dump": params["dump"], "trust_dump": bool(params.get("trust_dump"))}
     if name == "oracle":
@@ -174,6 +181,10 @@ def build_dsap_flow(
     fill: str = "image_mean",
     device: str = "cpu",
     batch_size: int | None = None,
+    test_size: int | None = None,
+    canvas: str | None = None,
+    detections_per_crop: int | None = None,
+    densepose_head: str = "kept",
     workers: int = 0,
     units_per_task: int = 4,
     overwrite: bool = False,
@@ -188,7 +199,8 @@ def build_dsap_flow(
         raise ValueError(f"unknown estimator {estimator!r}; choose one of {sorted(DENSE_BACKENDS)}")
     s = open_store(store, mode="r+")
     params = dict(weights=weights, config=config, dump=dump, trust_dump=trust_dump, trust_weights=trust_weights,
-                  root=root, device=device, batch_size=batch_size)
+                  root=root, device=device, batch_size=batch_size, test_size=test_size, canvas=canvas,
+                  detections_per_crop=detections_per_crop, densepose_head=densepose_head)
     opts = json.dumps(estimator_options(estimator, params, s), sort_keys=True)
     est = _dense(estimator, opts)
     est_group = f"estimates/{estimator}"
@@ -212,8 +224,19 @@ def build_dsap_flow(
     return finish("build-dsap", results, already_done=len(s.units()) - len(pending), store=s.url, group=DSAP_GROUP, estimator=estimator)
 
 
+def canvas_grid(text: str) -> str | None:
+    """``--canvas RxC``: ``"2x4"`` (normalised), ``None`` for ``1x1``; argparse's error otherwise."""
+    try:
+        grid = parse_canvas(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if grid is not None and max(grid) > MAX_CANVAS_SIDE:
+        raise argparse.ArgumentTypeError(f"at most {MAX_CANVAS_SIDE}x{MAX_CANVAS_SIDE} crops per canvas, got {text}")
+    return None if grid is None else f"{grid[0]}x{grid[1]}"
+
+
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    from storage.cli import MAX_DSAP_SIDE, bounded_int, existing_file, hidden_alias, positive_int, store_path
+    from storage.cli import MAX_DSAP_SIDE, MAX_IMAGE_SIDE, bounded_int, existing_file, hidden_alias, positive_int, store_path
 
     p.add_argument("--store", required=True, type=store_path, help="store folder or fsspec URL (made by ingest)")
     p.add_argument("--estimator", required=True, choices=sorted(DENSE_BACKENDS),
@@ -234,13 +257,28 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fill", choices=["image_mean", "dataset_mean"], default="image_mean",
                    help="initial value of DSAP cells no pixel lands in: the image's or the dataset's per-channel mean")
     p.add_argument("--device", default="cpu", help="densepose: torch device (cuda, cuda:1, cpu)")
-    p.add_argument("--batch-size", type=positive_int, help="densepose: images per forward pass (default: the backend's)")
+    p.add_argument("--batch-size", type=positive_int, help="densepose: images per forward pass (default: the backend's, 8)")
+    p.add_argument("--test-size", type=bounded_int(16, MAX_IMAGE_SIDE), metavar="SHORT_SIDE",
+                   help="densepose: the model input's short side a crop is resized to (detectron2's INPUT.MIN_SIZE_TEST; "
+                        "the long side stays capped at INPUT.MAX_SIZE_TEST). Default: the config's, 800 in DensePose's "
+                        "configs, as apply_net.py (a 128x64 crop becomes 1333x667); 200 costs ~4x less CPU per crop")
+    p.add_argument("--canvas", type=canvas_grid, metavar="RxC",
+                   help="densepose: tile R*C resized crops side by side on one canvas per forward pass and split the "
+                        "detections back per crop (e.g. 2x4; fewer, larger calls: for GPUs). Default: none, a batch of "
+                        "separate images")
+    p.add_argument("--detections-per-crop", type=positive_int, metavar="N",
+                   help="densepose: detections kept per crop (detectron2's TEST.DETECTIONS_PER_IMAGE). Default: the "
+                        "config's, 100")
+    p.add_argument("--densepose-head", choices=list(DENSEPOSE_HEAD_MODES), default="kept",
+                   help="densepose: run DensePose's head only on the detection kept per crop (kept: same IUV, less "
+                        "CPU) or on every detection, as apply_net.py (all)")
 
 
 def flow_params(args: argparse.Namespace) -> dict[str, Any]:
     """Flow parameters of a parsed command line (the same names, docs/cli.md)."""
     return dict(store=args.store, estimator=args.estimator, weights=args.weights, config=args.config, dump=args.dump,
                 trust_dump=args.trust_dump, trust_weights=args.trust_weights, root=args.root, dsap_size=args.dsap_size, fill=args.fill,
-                device=args.device, batch_size=args.batch_size, workers=args.workers,
+                device=args.device, batch_size=args.batch_size, test_size=args.test_size, canvas=args.canvas,
+                detections_per_crop=args.detections_per_crop, densepose_head=args.densepose_head, workers=args.workers,
                 units_per_task=args.units_per_task, overwrite=args.overwrite, progress=not args.quiet,
                 dask_address=args.dask_address, dask_workers=args.dask_workers)

@@ -72,8 +72,13 @@ def source_options(kind: str, name: str, params: dict[str, Any], store) -> dict[
             raise ValueError("--parsing onnx needs --onnx-model (and --label-map unless it is a LIP model)")
         return {"model": params["onnx_model"], "label_map": params.get("label_map") or "lip", "device": params["device"]}
     if name == "maskrcnn":
-        return {"config": params["maskrcnn_config"], "weights": params["maskrcnn_weights"], "device": params["device"],
+        opts = {"config": params["maskrcnn_config"], "weights": params["maskrcnn_weights"], "device": params["device"],
                 "trust_weights": bool(params.get("trust_weights"))}
+        if params.get("test_size") is not None:
+            opts["min_size"] = int(params["test_size"])  # detectron2's INPUT.MIN_SIZE_TEST
+        if params.get("detections_per_crop") is not None:
+            opts["detections_per_crop"] = int(params["detections_per_crop"])
+        return opts
     return {}
 
 
@@ -177,6 +182,8 @@ def build_mpn_flow(
     maskrcnn_config: str | None = None,
     maskrcnn_weights: str | None = None,
     trust_weights: bool = False,
+    test_size: int | None = None,
+    detections_per_crop: int | None = None,
     root: str | None = None,
     device: str = "cpu",
     workers: int = 0,
@@ -198,7 +205,8 @@ def build_mpn_flow(
         if iuv_group is None or not s.has_group(iuv_group):
             raise ValueError("the densepose sources read an IUV group: run build-dsap first (or pass --iuv-group)")
     params = dict(iuv_group=iuv_group, onnx_model=onnx_model, label_map=label_map, maskrcnn_config=maskrcnn_config,
-                  maskrcnn_weights=maskrcnn_weights, trust_weights=trust_weights, root=root, device=device)
+                  maskrcnn_weights=maskrcnn_weights, trust_weights=trust_weights, root=root, device=device,
+                  test_size=test_size, detections_per_crop=detections_per_crop)
     par_key = (parsing, json.dumps(source_options("parsing", parsing, params, s), sort_keys=True))
     seg_key = (segmentation, json.dumps(source_options("segmentation", segmentation, params, s), sort_keys=True))
     par, seg = _parsing(*par_key), _segmentation(*seg_key)
@@ -223,7 +231,7 @@ def build_mpn_flow(
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    from storage.cli import bounded_int, existing_file, fraction, positive_int, size_hw, store_path
+    from storage.cli import MAX_IMAGE_SIDE, bounded_int, existing_file, fraction, positive_int, size_hw, store_path
 
     p.add_argument("--store", required=True, type=store_path, help="store folder or fsspec URL (made by ingest)")
     p.add_argument("--parsing", required=True, choices=sorted(PARSING_BACKENDS),
@@ -251,6 +259,13 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trust-weights", action="store_true",
                    help="maskrcnn: allow unpickling .pkl weights (it runs code from the file: only for weights you "
                         "made or trust); .pth state dicts load without it")
+    p.add_argument("--test-size", type=bounded_int(16, MAX_IMAGE_SIDE), metavar="SHORT_SIDE",
+                   help="maskrcnn: the model input's short side a crop is resized to (detectron2's INPUT.MIN_SIZE_TEST; "
+                        "the long side stays capped at INPUT.MAX_SIZE_TEST). Default: the config's, 800 in detectron2's "
+                        "COCO configs (a 128x64 crop becomes 1333x667)")
+    p.add_argument("--detections-per-crop", type=positive_int, metavar="N",
+                   help="maskrcnn: detections kept per crop (detectron2's TEST.DETECTIONS_PER_IMAGE). Default: the "
+                        "config's, 100")
     p.add_argument("--root", help="oracle: synthetic dataset folder (default: the folder the store was ingested from)")
     p.add_argument("--device", default="cpu", help="torch/onnxruntime device for model backends")
 
@@ -259,5 +274,5 @@ def flow_params(args: argparse.Namespace) -> dict[str, Any]:
     """Flow parameters of a parsed command line (the same names, docs/cli.md)."""
     keys = ("store", "parsing", "segmentation", "input_size", "stride", "parts", "head_min_frac", "leg_min_frac",
             "threshold", "iuv_group", "onnx_model", "label_map", "maskrcnn_config", "maskrcnn_weights", "root", "device",
-            "workers", "trust_weights", "units_per_task", "overwrite", "dask_address", "dask_workers")
+            "workers", "trust_weights", "test_size", "detections_per_crop", "units_per_task", "overwrite", "dask_address", "dask_workers")
     return {k: getattr(args, k) for k in keys} | {"progress": not args.quiet}

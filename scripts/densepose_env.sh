@@ -50,6 +50,15 @@ step "build tools"
 "${PIP[@]}" --upgrade "pip>=25.1"
 "${PIP[@]}" "setuptools>=68,<81" wheel ninja
 
+# conda-forge's CUDA (environment.yml) keeps its headers in $PREFIX/targets/<arch>/include, not in
+# $CUDA_HOME/include where torch's extension builder looks; CUDA_INC_PATH adds them (torch >= 2.4)
+for targets in "$VENV"/targets/*-linux/include; do
+    if [ -d "$targets" ] && [ -x "$VENV/bin/nvcc" ]; then
+        export CUDA_HOME=${CUDA_HOME:-$(cd "$VENV" && pwd)} CUDA_INC_PATH=${CUDA_INC_PATH:-$(cd "$targets" && pwd)}
+        step "conda-forge CUDA: CUDA_HOME=$CUDA_HOME CUDA_INC_PATH=$CUDA_INC_PATH"
+    fi
+done
+
 step "detectron2 from $SRC (compiles its C++ ops; several minutes)"
 "${PIP[@]}" --no-build-isolation -e "$SRC"
 

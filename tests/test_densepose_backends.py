@@ -347,7 +347,7 @@ def test_densepose_estimator_glue_with_stand_in_detectron2(fake_detectron2, tmp_
         dense_estimator("densepose", config=str(config), weights=str(weights))
     assert _Checkpointer.loaded[-1:] != [str(weights)]  # refused before anything was read
     est = dense_estimator("densepose", config=str(config), weights=str(weights), batch_size=2, score_threshold=0.7,
-                          trust_weights=True)
+                          trust_weights=True, densepose_head="all")  # the stand-in is model(inputs); "kept": test_densepose_real
     assert _Checkpointer.loaded[-1] == str(weights)
     assert est.weights_sha256 == file_sha256(weights) and est.version == "detectron2-0.6-fake"
     assert cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST == 0.7 and cfg.frozen and cfg.MODEL.WEIGHTS == str(weights)
@@ -369,3 +369,98 @@ def test_densepose_estimator_glue_with_stand_in_detectron2(fake_detectron2, tmp_
 def test_densepose_estimator_missing_files(fake_detectron2, tmp_path):
     with pytest.raises(FileNotFoundError, match="weights"):
         dense_estimator("densepose", config=__file__, weights=str(tmp_path / "nope.pkl"))
+
+
+def test_densepose_head_mode_is_checked(fake_detectron2, tmp_path):
+    config, weights = tmp_path / "dp.yaml", tmp_path / "w.pth"
+    config.write_text("MODEL: {}\n")
+    weights.write_bytes(b"weights")
+    with pytest.raises(ValueError, match="densepose_head must be one of"):
+        dense_estimator("densepose", config=str(config), weights=str(weights), densepose_head="some")
+
+
+# --- the backend's speed options on the command lines (no detectron2 needed) ---------------------
+
+
+def _cli(argv, capsys):
+    from pipelines.__main__ import main
+    from storage.cli import run_cli
+
+    try:
+        code = run_cli(main, argv)
+    except SystemExit as exc:  # argparse: --help, its own errors
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize("command, flags", [
+    ("build-dsap", ["--test-size SHORT_SIDE", "--canvas RxC", "--detections-per-crop N", "--densepose-head {kept,all}"]),
+    ("build-mpn-priors", ["--test-size SHORT_SIDE", "--detections-per-crop N"]),
+])  # fmt: skip
+def test_speed_flags_in_help_with_defaults(command, flags, capsys):
+    code, out, _ = _cli([command, "--help"], capsys)
+    text = " ".join(out.split())
+    assert code == 0
+    for flag in flags:
+        assert flag in text
+    assert "Default: the config's, 800" in text and "Default: the config's, 100" in text
+    if command == "build-dsap":
+        assert "(all) (default: kept)" in text and "Default: none, a batch of separate images" in text
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--canvas", "2by4"], "argument --canvas: canvas must look like ROWSxCOLS (e.g. 2x4), got '2by4'"),
+    (["--canvas", "0x4"], "argument --canvas: canvas must look like ROWSxCOLS with positive sides, got '0x4'"),
+    (["--canvas", "9x2"], "argument --canvas: at most 8x8 crops per canvas, got 9x2"),
+    (["--test-size", "8"], "argument --test-size: must be in 16..4096, got 8"),
+    (["--detections-per-crop", "0"], "argument --detections-per-crop: must be >= 1, got 0"),
+    (["--densepose-head", "some"], "argument --densepose-head: invalid choice: 'some'"),
+])  # fmt: skip
+def test_speed_flag_mistakes_are_one_line(argv, message, synthetic_store, capsys):
+    code, _, err = _cli(["build-dsap", "--store", str(synthetic_store), "--estimator", "densepose", *argv], capsys)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and message in lines[0] and lines[0].startswith("python -m pipelines build-dsap: error:")
+
+
+def test_speed_flags_reach_the_backend_and_its_provenance(fake_detectron2, synthetic_store, tmp_path, capsys):
+    """build-dsap with the stand-in detectron2: the flags end in the estimator and in estimates/densepose's provenance."""
+    import json
+    import shutil
+
+    from storage import open_store
+
+    model, cfg = fake_detectron2
+    store = tmp_path / "store"
+    shutil.copytree(synthetic_store, store)
+    config, weights = tmp_path / "dp.yaml", tmp_path / "w.pth"
+    config.write_text("MODEL: {}\n")
+    weights.write_bytes(b"weights")
+    code, out, err = _cli(["build-dsap", "--store", str(store), "--estimator", "densepose", "--config", str(config),
+                           "--weights", str(weights), "--test-size", "200", "--canvas", "1x2", "--detections-per-crop", "3",
+                           "--densepose-head", "all", "--workers", "1", "--overwrite", "-q"], capsys)  # fmt: skip
+    assert code == 0, err
+    assert cfg.TEST.DETECTIONS_PER_IMAGE == 3 * 2 and cfg.MODEL.RPN.POST_NMS_TOPK_TEST == 1000 * 2  # per crop x 2 tiles
+    # 1x2 canvas of two 400x200 tiles (pitch 256): one model call of one 400x456 canvas per two crops
+    assert model.calls and all(len(c) == 1 and tuple(c[0]["image"].shape) == (3, 400, 456) for c in model.calls)
+    prov = open_store(str(store)).groups["estimates/densepose"]
+    params = json.dumps(prov, default=str)
+    for key, value in [("min_size", 200), ("canvas", "1x2"), ("detections_per_crop", 3), ("densepose_head", "all")]:
+        assert f'"{key}": {json.dumps(value)}' in params
+
+
+def test_maskrcnn_flags_reach_the_backend(synthetic_store):
+    from pipelines.__main__ import build_parser
+    from pipelines.build_mpn import flow_params, source_options
+
+    args = build_parser("build-mpn-priors").parse_args(
+        ["build-mpn-priors", "--store", str(synthetic_store), "--parsing", "oracle", "--segmentation", "maskrcnn", "--test-size", "256",
+         "--detections-per-crop", "4"])  # fmt: skip
+    params = flow_params(args)
+    assert (params["test_size"], params["detections_per_crop"]) == (256, 4)
+    opts = source_options("segmentation", "maskrcnn", params | {"maskrcnn_config": "c.yaml", "maskrcnn_weights": "w.pth"}, None)
+    assert (opts["min_size"], opts["detections_per_crop"]) == (256, 4)
+    from priors.backends.maskrcnn import MaskRCNNSegmentation
+
+    seg = MaskRCNNSegmentation(predictor=lambda bgr: None, min_size=256, detections_per_crop=4)
+    assert (seg.params["min_size"], seg.params["detections_per_crop"]) == (256, 4)

@@ -149,11 +149,11 @@ def test_real_chart_objects_box_frame_to_image_frame(dp_small):
     one = _instances((H, W), [[10.5, 20.5, 50.5, 100.5]], [0.3], seed=2)
     none = _instances((H, W), [], [], seed=3)
     est = dp_small
-    model, est.model = est.model, StubModel([several, one, none])
+    model, est.model, est.densepose_head = est.model, StubModel([several, one, none]), "all"  # the stub is model(inputs)
     try:
         res = est.estimate(np.zeros((3, H, W, 3), np.uint8), rows_for(["a", "b", "c"]))
     finally:
-        est.model = model
+        est.model, est.densepose_head = model, "kept"
     assert res.status == ["ok", "ok", "no_person"]
     for b, (inst, k) in enumerate([(several, 1), (one, 0)]):
         chart = ToChartResultConverter.convert(inst.pred_densepose[k], inst.pred_boxes[[k]])
@@ -183,7 +183,7 @@ def test_canvas_split_matches_one_crop_per_pass_on_real_objects(dp_small):
         per_crop.append(_instances((H, W), np.minimum(xy, [W, H]).reshape(-1, 4).tolist(), rng.uniform(0.1, 1, k).tolist(), c))
     images = np.zeros((n, H, W, 3), np.uint8)
     est = dp_small
-    model, grid = est.model, est.grid
+    model, grid, est.densepose_head = est.model, est.grid, "all"  # the stub is model(inputs)
     try:
         est.model, est.grid = StubModel(per_crop), None
         single = est.estimate(images, rows_for(list("abcde")))
@@ -191,21 +191,42 @@ def test_canvas_split_matches_one_crop_per_pass_on_real_objects(dp_small):
         est.model, est.grid = StubModel(per_crop, lay, (H, W)), (2, 2)
         tiled = est.estimate(images, rows_for(list("abcde")))
     finally:
-        est.model, est.grid = model, grid
+        est.model, est.grid, est.densepose_head = model, grid, "kept"
     assert tiled.status == single.status and "ok" in single.status
     assert np.array_equal(tiled.i, single.i)
     np.testing.assert_allclose(tiled.u, single.u, atol=1e-5)
     np.testing.assert_allclose(tiled.v, single.v, atol=1e-5)
 
 
-def test_canvas_mode_runs_the_real_model(dp_weights):
-    images = read_rgb(crop_files(3))
-    est = DensePoseEstimator(DP_CONFIG, dp_weights, min_size=SMALL, canvas="1x2", **RANDOM)
-    assert est.params["canvas"] == "1x2" and est.params["detections_per_crop"] == 5
-    res = est.estimate(images, rows_for(["a", "b", "c"]))
-    assert res.i.shape == images.shape[:3] and len(res.status) == 3 and "ok" in res.status
-    for k, st in enumerate(res.status):
-        assert res.i[k].any() == (st == "ok")
+@pytest.mark.parametrize("canvas", [None, "1x2"])
+def test_kept_head_equals_full_path_on_the_real_model(dp_weights, canvas):
+    """DensePose's head on the kept detection only == on every detection (same scale), batched and tiled.
+
+    A forward hook on the real DensePose head counts the ROIs it ran on: every detection in
+    mode ``all`` (as apply_net), one per crop with a pick in mode ``kept``.
+    """
+    images = read_rgb(crop_files(4))
+    rows = rows_for(list("abcd"))
+    res, rois = {}, {}
+    for mode in ("all", "kept"):
+        est = DensePoseEstimator(DP_CONFIG, dp_weights, min_size=SMALL, canvas=canvas, batch_size=2,
+                                 densepose_head=mode, **RANDOM)  # fmt: skip
+        assert est.params["densepose_head"] == mode and est.params["canvas"] == canvas
+        assert est.params["detections_per_crop"] == 5
+        seen = []
+        hook = est.model.roi_heads.densepose_head.register_forward_hook(lambda m, args, out: seen.append(len(args[0])))
+        res[mode] = est.estimate(images, rows)
+        hook.remove()
+        rois[mode] = sum(seen)
+    full, kept = res["all"], res["kept"]
+    assert kept.status == full.status and "ok" in full.status
+    for k, st in enumerate(kept.status):
+        assert kept.i[k].any() == (st == "ok")
+    assert np.array_equal(kept.i, full.i)
+    np.testing.assert_allclose(kept.u, full.u, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(kept.v, full.v, atol=1e-6, rtol=0)
+    picked = sum(st in ("ok", "no_parts") for st in kept.status)  # a detection was kept (low_crop_iou: min_crop_iou 0)
+    assert rois["kept"] == picked and rois["all"] > picked
 
 
 def test_pkl_weights_need_trust_and_load_the_same_model(dp_weights, tmp_path):

@@ -22,6 +22,20 @@ detectron2's ``projects/DensePose`` on store images:
    (2, h, w)) and :func:`priors.densepose_charts.best_instance_iuv` keeps the
    detection that best covers the crop and pastes its chart into the image.
 
+**DensePose head on the kept detection only** (``densepose_head="kept"``, the
+default). detectron2 runs DensePose's head (8 convolutions of 512 channels on a
+28x28 ROI, ~28 GFLOP) on *every* detection, although the bookkeeping keeps one
+per crop. Here the model runs in two steps: backbone, RPN and box head give the
+detections (the box branch of ``StandardROIHeads``, from its public parts),
+detectron2's ``detector_postprocess`` takes them to the store frame exactly as
+``model(inputs)`` would, :func:`priors.densepose_charts.select_instance` (the
+rule ``best_instance_iuv`` applies) picks one per crop, and the ROI heads'
+``forward_with_given_boxes`` runs DensePose's head on the picked boxes only (in
+the model frame, as the full path pools them). The head treats ROIs one by one,
+so the kept chart equals the full path's chart of that detection (up to the
+summation order of a convolution over a smaller batch); ``densepose_head="all"``
+is ``model(inputs)``, as ``apply_net.py``.
+
 Config and weights are files the user provides (no downloads); a ``.pkl``
 needs ``trust_weights=True`` (:mod:`priors.backends.detectron2_model`).
 detectron2 and DensePose are imported only when the estimator is built.
@@ -42,13 +56,16 @@ from priors.backends.detectron2_model import (
     resize_bgr,
 )
 from priors.crop_canvas import canvas_layout, split_detections, tile_crops
-from priors.densepose_charts import best_instance_iuv, to_numpy
+from priors.densepose_charts import best_instance_iuv, select_instance, to_numpy
 from priors.estimators import DenseResult, file_sha256, optional_import
 
 INSTALL_HINT = (
     "build detectron2 and its DensePose project (not on PyPI) from a local source folder: "
     "scripts/densepose_env.sh DETECTRON2_SRC VENV (see README, 'GPU machines', and environment.yml)"
 )
+
+
+DENSEPOSE_HEAD_MODES = ("kept", "all")
 
 
 def parse_canvas(canvas: str | None) -> tuple[int, int] | None:
@@ -85,6 +102,8 @@ class DensePoseEstimator:
             config's 100). A re-ID crop holds one or two people and DensePose's head runs on
             every kept detection, so a small cap saves head time without changing the pick
             unless the crop's person ranks below it.
+        densepose_head: ``"kept"`` runs DensePose's head only on the detection the
+            bookkeeping keeps per crop (module docstring); ``"all"`` on every detection.
     """
 
     name = "densepose"
@@ -103,6 +122,7 @@ class DensePoseEstimator:
         canvas: str | None = None,
         canvas_gap: int = 32,
         detections_per_crop: int | None = None,
+        densepose_head: str = "kept",
     ) -> None:
         check_model_files(config, weights, trust_weights)  # before any import: the gate needs no detectron2
         detectron2 = optional_import("detectron2", INSTALL_HINT)
@@ -112,6 +132,8 @@ class DensePoseEstimator:
         from densepose.structures import DensePoseChartPredictorOutput
         from detectron2.structures import Boxes
 
+        if densepose_head not in DENSEPOSE_HEAD_MODES:
+            raise ValueError(f"densepose_head must be one of {DENSEPOSE_HEAD_MODES}, got {densepose_head!r}")
         grid = parse_canvas(canvas)
         slots = 1 if grid is None else grid[0] * grid[1]
 
@@ -129,6 +151,7 @@ class DensePoseEstimator:
         self._converter = ToChartResultConverter
         self._chart_output_type = DensePoseChartPredictorOutput
         self._boxes = Boxes
+        self.densepose_head = densepose_head
         self.grid = grid
         self.canvas_gap = int(canvas_gap)
         self.min_size = int(min_size or cfg.INPUT.MIN_SIZE_TEST)
@@ -152,6 +175,7 @@ class DensePoseEstimator:
             "min_crop_iou": self.min_crop_iou,
             "score_threshold": float(cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST),
             "detections_per_crop": int(cfg.TEST.DETECTIONS_PER_IMAGE) // slots,
+            "densepose_head": densepose_head,
             "input_format": self.input_format,
             **detectron2_provenance(config, weights, cfg),
         }
@@ -171,57 +195,129 @@ class DensePoseEstimator:
                 "(configs/densepose_rcnn_*.yaml), not a CSE one (configs/cse/)"
             )
 
-    def _crop_iuv(self, inst, index: np.ndarray, boxes: np.ndarray, H: int, W: int):
-        """IUV of one crop from its detections ``inst[index]`` with store-frame ``boxes``."""
+    def _detect(self, inputs: list[dict]):
+        """Backbone, RPN and box head: ``(features, model-frame Instances per input)``, no DensePose yet.
+
+        The inference branch of detectron2's ``GeneralizedRCNN.inference`` and
+        ``StandardROIHeads._forward_box``, written with their public parts.
+        """
+        model = self.model
+        heads = model.roi_heads
+        images = model.preprocess_image(inputs)
+        features = model.backbone(images.tensor)
+        proposals, _ = model.proposal_generator(images, features, None)
+        box_features = heads.box_pooler([features[f] for f in heads.box_in_features], [p.proposal_boxes for p in proposals])
+        instances, _ = heads.box_predictor.inference(heads.box_predictor(heads.box_head(box_features)), proposals)
+        return features, instances
+
+    def _postprocess(self, inst, height: int, width: int):
+        """``detector_postprocess`` of a copy (it scales boxes in place), with ``source``: the index in ``inst``."""
+        import torch
+        from detectron2.modeling.postprocessing import detector_postprocess
+        from detectron2.structures import Instances
+
+        copy = Instances(inst.image_size, pred_boxes=inst.pred_boxes.clone(), scores=inst.scores,
+                         pred_classes=inst.pred_classes, source=torch.arange(len(inst), device=inst.scores.device))
+        return detector_postprocess(copy, height, width).to("cpu")
+
+    def _run(self, inputs: list[dict]) -> tuple[list, Any]:
+        """``(store-frame detections per input, state)`` of one model call.
+
+        Mode ``all``: ``model(inputs)``, ``pred_densepose`` on every detection, state ``None``.
+        Mode ``kept``: no DensePose output yet; state ``(features, model-frame instances)``
+        for :meth:`_kept_charts`.
+        """
         import torch
 
-        def chart(k: int):
-            box = self._boxes(torch.as_tensor(boxes[k : k + 1], dtype=torch.float32))
-            return self._converter.convert(inst.pred_densepose[int(index[k])], box)
+        with torch.no_grad():
+            if self.densepose_head == "all":
+                outputs = [out["instances"].to("cpu") for out in self.model(inputs)]
+                for inst in outputs:
+                    self._check_chart_output(inst)
+                return outputs, None
+            features, raw = self._detect(inputs)
+        return [self._postprocess(r, x["height"], x["width"]) for r, x in zip(raw, inputs)], (features, raw)
 
-        scores = to_numpy(inst.scores)[index] if len(index) else None
-        return best_instance_iuv(boxes, chart, (H, W), (H, W), scores, self.min_crop_iou)
+    def _kept_charts(self, state, picks: list[list[int]]) -> list:
+        """DensePose's head on the picked model-frame detections (``picks[j]``: indices into input j's)."""
+        import torch
+
+        features, raw = state
+        given = [r[torch.as_tensor(p, dtype=torch.long, device=r.scores.device)] for r, p in zip(raw, picks)]
+        with torch.no_grad():
+            given = self.model.roi_heads.forward_with_given_boxes(features, given)
+        given = [g.to("cpu") for g in given]
+        for g in given:
+            self._check_chart_output(g)
+        return given
+
+    def _crops_iuv(self, dets: list, state, crops: list[tuple[int, np.ndarray, np.ndarray]], H: int, W: int):
+        """IUV + status per crop; ``crops[c] = (input j, indices into dets[j], their store-frame boxes)``."""
+        import torch
+
+        scores = [to_numpy(d.scores) for d in dets]
+        picks = []  # per crop: index into dets[j] of the detection the bookkeeping keeps, or None
+        for j, index, boxes in crops:
+            k, _ = select_instance(boxes, H, W, scores[j][index] if len(index) else None, self.min_crop_iou)
+            picks.append(None if k is None else int(index[k]))
+        if state is not None:  # kept: DensePose's head on the picked detections only
+            per_input: list[list[int]] = [[] for _ in dets]
+            slot = []
+            for (j, _, _), p in zip(crops, picks):
+                slot.append(None if p is None else len(per_input[j]))
+                if p is not None:
+                    per_input[j].append(int(to_numpy(dets[j].source)[p]))
+            given = self._kept_charts(state, per_input) if any(per_input) else []
+            outputs = [None if p is None else given[j].pred_densepose[s] for (j, _, _), p, s in zip(crops, picks, slot)]
+        else:
+            outputs = [None if p is None else dets[j].pred_densepose[p] for (j, _, _), p in zip(crops, picks)]
+        results = []
+        for (j, index, boxes), p, dp_out in zip(crops, picks, outputs):
+
+            def chart(k: int, boxes=boxes, dp_out=dp_out, p=p, index=index):
+                assert int(index[k]) == p, "best_instance_iuv picked another detection than select_instance"
+                box = self._boxes(torch.as_tensor(boxes[k : k + 1], dtype=torch.float32))
+                return self._converter.convert(dp_out, box)
+
+            sc = scores[j][index] if len(index) else None
+            results.append(best_instance_iuv(boxes, chart, (H, W), (H, W), sc, self.min_crop_iou))
+        return results
 
     def estimate(self, images: np.ndarray, rows: pd.DataFrame) -> DenseResult:
-        import torch
-
         images = np.asarray(images)
         B, H, W, _ = images.shape
         i_out = np.zeros((B, H, W), np.uint8)
         u_out = np.zeros((B, H, W), np.float32)
         v_out = np.zeros((B, H, W), np.float32)
         status: list[str] = []
+
+        def store(start: int, results) -> None:
+            for b, (i, u, v, st) in enumerate(results, start=start):
+                i_out[b], u_out[b], v_out[b] = i, u, v
+                status.append(st)
+
         in_hw = model_input_size(H, W, self.min_size, self.max_size)
         if self.grid is None:
             for s in range(0, B, self.batch_size):
                 bgr = resize_bgr(images[s : s + self.batch_size], in_hw)
-                inputs = [{"image": self._to_model_image(x), "height": H, "width": W} for x in bgr]
-                with torch.no_grad():
-                    outputs = self.model(inputs)
-                for b, out in enumerate(outputs, start=s):
-                    inst = out["instances"].to("cpu")
-                    self._check_chart_output(inst)
-                    boxes = to_numpy(inst.pred_boxes.tensor).astype(np.float64).reshape(-1, 4)
-                    *iuv, st = self._crop_iuv(inst, np.arange(len(inst)), boxes, H, W)
-                    i_out[b], u_out[b], v_out[b] = iuv
-                    status.append(st)
+                dets, state = self._run([{"image": self._to_model_image(x), "height": H, "width": W} for x in bgr])
+                crops = []
+                for j, d in enumerate(dets):
+                    boxes = to_numpy(d.pred_boxes.tensor).astype(np.float64).reshape(-1, 4)
+                    crops.append((j, np.arange(len(d)), boxes))
+                store(s, self._crops_iuv(dets, state, crops, H, W))
         else:
             layout = canvas_layout(in_hw, *self.grid, gap=self.canvas_gap)
             fill = self.pixel_mean if self.input_format == "BGR" else self.pixel_mean[::-1]  # canvas is BGR
             for s in range(0, B, layout.slots):
                 tiles = resize_bgr(images[s : s + layout.slots], in_hw)
                 canvas = tile_crops(tiles.astype(np.float32), layout, fill=fill)
-                with torch.no_grad():
-                    inst = self.model([{"image": self._to_model_image(canvas), "height": layout.height,
-                                        "width": layout.width}])[0]["instances"].to("cpu")  # fmt: skip
-                self._check_chart_output(inst)
-                slot, crop_boxes = split_detections(to_numpy(inst.pred_boxes.tensor), layout, len(tiles), (H, W))
-                for t in range(len(tiles)):
-                    index = np.flatnonzero(slot == t)
-                    *iuv, st = self._crop_iuv(inst, index, crop_boxes[index], H, W)
-                    i_out[s + t], u_out[s + t], v_out[s + t] = iuv
-                    status.append(st)
+                dets, state = self._run([{"image": self._to_model_image(canvas), "height": layout.height,
+                                          "width": layout.width}])  # fmt: skip
+                slot, crop_boxes = split_detections(to_numpy(dets[0].pred_boxes.tensor), layout, len(tiles), (H, W))
+                crops = [(0, np.flatnonzero(slot == t), crop_boxes[slot == t]) for t in range(len(tiles))]
+                store(s, self._crops_iuv(dets, state, crops, H, W))
         return DenseResult(i=i_out, u=u_out, v=v_out, status=status)
 
 
-__all__ = ["DensePoseEstimator", "model_input_size", "parse_canvas", "resize_bgr", "file_sha256", "INSTALL_HINT"]
+__all__ = ["DENSEPOSE_HEAD_MODES", "DensePoseEstimator", "model_input_size", "parse_canvas", "resize_bgr", "file_sha256", "INSTALL_HINT"]

@@ -51,6 +51,8 @@ class MaskRCNNSegmentation:
     ``>= score_threshold``, ``"low_crop_iou"`` when the best person box has a
     crop IoU below ``min_crop_iou`` (default 0: any person is taken).
     ``trust_weights`` allows unpickling ``.pkl`` weights (they can run code).
+    ``min_size`` (the model input's short side, detectron2's ``INPUT.MIN_SIZE_TEST``)
+    and ``detections_per_crop`` (``TEST.DETECTIONS_PER_IMAGE``) override the config's.
     """
 
     name = "maskrcnn"
@@ -66,6 +68,8 @@ class MaskRCNNSegmentation:
         min_crop_iou: float = 0.0,
         predictor: Callable[[np.ndarray], dict] | None = None,
         trust_weights: bool = False,
+        min_size: int | None = None,
+        detections_per_crop: int | None = None,
     ) -> None:
         self.score_threshold = float(score_threshold)
         self.person_class = int(person_class)
@@ -74,6 +78,8 @@ class MaskRCNNSegmentation:
             raise ValueError(f"Mask R-CNN weights must be a local file (no downloads): {weights}")
         self.weights_sha256 = file_sha256(weights) if weights is not None else None
         self._cfg = None
+        self._min_size = None if min_size is None else int(min_size)
+        self._detections = None if detections_per_crop is None else int(detections_per_crop)
         if predictor is None:
             if config is None or weights is None:
                 raise ValueError("MaskRCNNSegmentation needs config (yaml) and weights (local file)")
@@ -88,6 +94,8 @@ class MaskRCNNSegmentation:
             "score_threshold": self.score_threshold,
             "person_class": self.person_class,
             "min_crop_iou": self.min_crop_iou,
+            "min_size": int(self._cfg.INPUT.MIN_SIZE_TEST) if self._cfg is not None else self._min_size,
+            "detections_per_crop": int(self._cfg.TEST.DETECTIONS_PER_IMAGE) if self._cfg is not None else self._detections,
             **provenance,
         }
 
@@ -96,6 +104,10 @@ class MaskRCNNSegmentation:
 
         def overrides(cfg) -> None:
             cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = min(cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST, self.score_threshold)
+            if self._min_size is not None:
+                cfg.INPUT.MIN_SIZE_TEST = self._min_size
+            if self._detections is not None:
+                cfg.TEST.DETECTIONS_PER_IMAGE = self._detections
 
         model, cfg = build_detectron2_model(config, weights, device, trust_weights, overrides=overrides)
         self._cfg = cfg
