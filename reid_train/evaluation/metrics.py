@@ -120,11 +120,23 @@ class QueryBlockDistances:
         if self.torch:
             d.mul_(-2).add_(self.g_sq[None, :]).add_((q * q).sum(1)[:, None]).clamp_min_(0)
             return d.sqrt_() if self.metric == "euclidean" else d
-        d *= -2
-        d += self.g_sq[None, :]
-        d += np.einsum("ij,ij->i", q, q)[:, None]
-        np.maximum(d, 0, out=d)
-        return np.sqrt(d, out=d) if self.metric == "euclidean" else d
+        with kernel_threads():
+            _finish_squared(d, np.einsum("ij,ij->i", q, q), self.g_sq, d.dtype.type(-2), self.metric == "euclidean")
+        return d
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _finish_squared(d, q_sq, g_sq, minus_two, root):
+    """In place, one pass: ``d <- max(-2 d + |g|^2 + |q|^2, 0)`` (then its square
+    root when ``root``), in ``d``'s precision and in numpy's order of operations
+    (no FMA contraction), so the result is bit for bit that of the five numpy
+    passes ``d *= -2; d += g_sq; d += q_sq; maximum; sqrt``."""
+    zero = minus_two - minus_two  # constants of d's dtype: no promotion to float64
+    for r in numba.prange(d.shape[0]):
+        qs = q_sq[r]
+        for j in range(d.shape[1]):
+            v = max(d[r, j] * minus_two + g_sq[j] + qs, zero)
+            d[r, j] = np.sqrt(v) if root else v
 
 
 def pairwise_distance(q: ArrayLike, g: ArrayLike, metric: str = "euclidean",
