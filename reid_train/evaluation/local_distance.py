@@ -46,12 +46,17 @@ differences; both stay within 1e-5 of a float64 double loop on duplicates
 (tests/test_local_distance.py).
 
 Why direct differences and not a BLAS product plus a re-check of the cells
-that may have cancelled: on this project's 2-core AVX-512 box the float32
-product alone (numpy's OpenBLAS, the peer's first step) takes longer than the
-whole compiled kernel (bench/bench_local_distance.py prints both). With the
-subtractions on the FP-add pipes and the squares on the FMA pipes, a
-register-blocked difference costs the same cycles per cell as a dot product,
-and it needs no error analysis or second pass.
+that may have cancelled: that variant was built and measured (2026-12-01,
+500 x 2,000, H = 8, c = 128, load 4): products in 64 x 512-image tiles (8 MB,
+so the product is consumed from cache), then one compiled pass keeping a cell
+only where the bound ``gamma_C (|a|^2 + |b|^2)`` on float32 cancellation
+provably cannot move Eq. 1 by 5e-7, recomputing the others. It took 0.79 s CPU
+against 0.52 s for this kernel: BLAS runs such tiles at a quarter of its
+whole-matrix rate (0.74 s vs 0.20 s CPU for the same flops), and the pass over
+the product costs as much as the direct kernel. The whole-matrix product alone
+(0.10 s wall at load 2.6, bench/bench_local_distance.py) is faster than this
+kernel (0.18 s), so only a design holding the (N H, M H) product (256 MB here)
+could win, at that memory.
 """
 from __future__ import annotations
 
