@@ -176,7 +176,7 @@ def _first_after(pos_d, pos_idx, d, j):
     return lo
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc"})  # the finiteness sum vectorises; NaN still propagates
 def _positive_positions(row, pos_idx, pos_pos, g_pids, g_excluded, q_pid):
     """Fill ``pos_pos`` with the 0-based ranking positions of the positives
     ``pos_idx`` (ascending gallery index) of one query, in ranking order; sort
@@ -207,6 +207,8 @@ def _positive_positions(row, pos_idx, pos_pos, g_pids, g_excluded, q_pid):
         for jj in range(n):
             near += r[jj] <= hardest
             finite_check += r[jj] * 0.0
+        if near == 0:
+            continue  # nothing in this chunk can precede a positive
         if near * 8 < n or num_pos > 64:
             for jj in range(n):
                 d, j = r[jj], j0 + jj
