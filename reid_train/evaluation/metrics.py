@@ -100,28 +100,31 @@ class QueryBlockDistances:
             return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
         return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12).astype(x.dtype)
 
-    def _dot(self, q):
+    def _dot(self, q, g):
         if self.torch:
-            return q @ self.gf.T
+            return q @ g.T
         # Row chunks: numpy sends ``x @ x.T`` (same buffer) to BLAS ?syrk, and
         # the bundled OpenBLAS 0.3.31 dsyrk segfaults at ~16k x 2048 float64.
-        out = np.empty((q.shape[0], self.gf.shape[0]), np.result_type(q, self.gf))
+        out = np.empty((q.shape[0], g.shape[0]), np.result_type(q, g))
         for s in range(0, q.shape[0], 4096):
-            np.matmul(q[s:s + 4096], self.gf.T, out=out[s:s + 4096])
+            np.matmul(q[s:s + 4096], g.T, out=out[s:s + 4096])
         return out
 
     @torch.no_grad()
-    def __call__(self, start: int, stop: int) -> ArrayLike:
-        q = self.qf[start:stop]
-        d = self._dot(q)
+    def __call__(self, start: int, stop: int, g_start: int = 0, g_stop: int | None = None) -> ArrayLike:
+        """Rows ``start:stop``; only gallery columns ``g_start:g_stop`` if given."""
+        g_stop = self.shape[1] if g_stop is None else g_stop
+        q, g = self.qf[start:stop], self.gf[g_start:g_stop]
+        d = self._dot(q, g)
         if self.metric == "cosine":
             return d.neg_().add_(1) if self.torch else np.subtract(1, d, out=d)
         # in place: -2 q.g + |g|^2 + |q|^2
+        g_sq = self.g_sq[g_start:g_stop]
         if self.torch:
-            d.mul_(-2).add_(self.g_sq[None, :]).add_((q * q).sum(1)[:, None]).clamp_min_(0)
+            d.mul_(-2).add_(g_sq[None, :]).add_((q * q).sum(1)[:, None]).clamp_min_(0)
             return d.sqrt_() if self.metric == "euclidean" else d
         with kernel_threads():
-            _finish_squared(d, np.einsum("ij,ij->i", q, q), self.g_sq, d.dtype.type(-2), self.metric == "euclidean")
+            _finish_squared(d, np.einsum("ij,ij->i", q, q), g_sq, d.dtype.type(-2), self.metric == "euclidean")
         return d
 
 

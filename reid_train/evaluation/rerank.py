@@ -101,17 +101,9 @@ class _FeatureDistances:
         return self.device_rows is None
 
     def block(self, i0: int, i1: int, j0: int, j1: int) -> np.ndarray:
-        """Items ``i0:i1`` x ``j0:j1`` as float32, the arithmetic of :meth:`rows`
-        (one BLAS product, then ``-2 a.b + |b|^2 + |a|^2`` in place, clamped at 0)."""
-        d = self.feats[i0:i1] @ self.feats[j0:j1].T
-        if self.metric == "cosine":
-            np.subtract(1, d, out=d)
-        else:
-            d *= -2
-            d += self.sq[None, j0:j1]
-            d += self.sq[i0:i1, None]
-            np.maximum(d, 0, out=d)
-        return np.ascontiguousarray(self._square(d).astype(np.float32, copy=False))
+        """Items ``i0:i1`` x ``j0:j1`` as float32, by the arithmetic of :meth:`rows`
+        (one BLAS product, one compiled finishing pass)."""
+        return np.ascontiguousarray(self._square(self.rows_of(i0, i1, j0, j1)).astype(np.float32, copy=False))
 
     def rows(self, start: int, stop: int) -> np.ndarray:
         if self.device_rows is not None:
