@@ -19,7 +19,8 @@ Ours: :func:`reid_train.evaluation.metrics.evaluate_rank` / ``evaluate_features`
 3. Market size re-ranking from the three distance matrices (the peer's API) and from
    features (the peer's user computes the matrices with torchreid's
    ``compute_distance_matrix`` first; that time is added to its row). One run each (the
-   dense peer takes minutes and ~8 GB); outputs compared.
+   dense peer takes minutes and ~8 GB); outputs compared. Also timed: our float32 block
+   products alone (the floor of the from-features row), and the ratio that floor allows.
 4. ``--msmt-rerank``: ours at MSMT17 size (the dense peer would need ~35 GB).
 
 Features are random and clustered (``--ids`` identities, centre scale ``--separation``,
@@ -188,10 +189,10 @@ def sync(args):
         torch.cuda.synchronize()
 
 
-def bench_msmt_eval(args):
-    data = clustered(args.msmt_query, args.msmt_gallery, args.msmt_dim, 3060, args.separation, 15, args.seed)
+def bench_msmt_eval(args, dim):
+    data = clustered(args.msmt_query, args.msmt_gallery, dim, 3060, args.separation, 15, args.seed)
     qf, gf = data[0], data[1]
-    print(f"\n== MSMT17-size evaluation from features: {len(qf)} x {len(gf)}, dim {args.msmt_dim} "
+    print(f"\n== MSMT17-size evaluation from features: {len(qf)} x {len(gf)}, dim {dim} "
           f"(features {(qf.nbytes + gf.nbytes) / 2**20:.0f} MiB), features on {args.device}")
     dq, dg = on_device(args, qf, gf)
     res, wall, cpu, mem = measure(evaluate_features, dq, dg, *data[2:], block_size=args.block_size)
@@ -208,8 +209,10 @@ def bench_msmt_eval(args):
         sync(args)
     gemm = time.perf_counter() - t0
     flops = 2.0 * len(qf) * len(gf) * qf.shape[1]
-    print(f"  of which the float32 product q.g (and its copy to the host) alone: {gemm:.2f} s ({flops / gemm / 1e9:.0f} GFLOP/s); "
-          f"ranking + the rest {max(wall - gemm, 0):.2f} s")
+    print(f"  of which the float32 product q.g (and its copy to the host) alone: {gemm:.2f} s "
+          f"({flops / gemm / 1e9:.0f} GFLOP/s, {gemm / wall:.0%} of the wall time); "
+          f"ranking + the rest {max(wall - gemm, 0):.2f} s; goal <= 15 s and < 2 GB "
+          f"{'met' if wall <= 15 and mem < 2 * 2**30 else 'not met'}")
 
 
 def bench_rerank(args, data, peer):
@@ -240,17 +243,27 @@ def bench_rerank(args, data, peer):
     del mats
     feat, t_feat, c_feat, m_feat = measure(k_reciprocal_rerank, *on_device(args, qf, gf))
     row(f"k_reciprocal_rerank (ours, from features on {args.device})", t_feat, c_feat, m_feat)
+    if args.device == "cpu":  # our floor: the products of the symmetric block pairs alone, same BLAS call
+        both, block = np.concatenate([qf, gf]), 2048
+        _, t_prod, c_prod, _ = measure(lambda: [both[i:i + block] @ both[j:j + block].T
+                                                for i in range(0, len(both), block)
+                                                for j in range(i, len(both), block)])
+        flops = len(both) * (len(both) + block) * qf.shape[1]
+        row("  of which the float32 block products alone", t_prod, c_prod, None,
+            f"{flops / 1e12:.3f} TFLOP, {flops / t_prod / 1e9:.0f} GFLOP/s, {t_prod / t_feat:.0%} of the wall time")
     if ref is not None and t_mats is not None:
         peer_wall, peer_cpu = t_mats + t_ref, c_mats + c_ref
         print(f"  from features (peer: distances + re_ranking = {peer_wall:.1f} s): {peer_wall / t_feat:5.1f}x wall, "
               f"{peer_cpu / c_feat:5.1f}x CPU; max |difference| {np.abs(feat - ref).max():.1e} "
               f"({(np.abs(feat - ref) > 1e-6).mean():.3%} of entries > 1e-6)")
+        if args.device == "cpu":
+            print(f"  bound set by our product alone: {peer_wall / t_prod:5.1f}x wall, {peer_cpu / c_prod:5.1f}x CPU")
     return ours
 
 
-def bench_msmt_rerank(args):
-    data = clustered(args.msmt_query, args.msmt_gallery, args.msmt_dim, 3060, args.separation, 15, args.seed)
-    print(f"\n== MSMT17-size re-ranking from features: {len(data[0])} x {len(data[1])}, dim {args.msmt_dim}")
+def bench_msmt_rerank(args, dim):
+    data = clustered(args.msmt_query, args.msmt_gallery, dim, 3060, args.separation, 15, args.seed)
+    print(f"\n== MSMT17-size re-ranking from features: {len(data[0])} x {len(data[1])}, dim {dim}")
     out, wall, cpu, mem = measure(k_reciprocal_rerank, *on_device(args, data[0], data[1]))
     row("k_reciprocal_rerank (ours)", wall, cpu, mem, f"output {out.nbytes / 2**30:.2f} GiB")
 
@@ -267,7 +280,8 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=3, help="interleaved evaluation repeats (default 3)")
     p.add_argument("--msmt-query", type=int, default=11659, help="MSMT17: 11659 (default)")
     p.add_argument("--msmt-gallery", type=int, default=82161, help="MSMT17: 82161 (default)")
-    p.add_argument("--msmt-dim", type=int, default=2048, help="feature dimension of the MSMT17 run (default 2048)")
+    p.add_argument("--msmt-dim", type=int, nargs="+", default=[2048],
+                   help="feature dimension(s) of the MSMT17 runs, one run each (default 2048; e.g. 256 512 2048)")
     p.add_argument("--skip-eval", action="store_true", help="no Market-size evaluation")
     p.add_argument("--skip-msmt", action="store_true", help="no MSMT17-size evaluation")
     p.add_argument("--skip-rerank", action="store_true", help="no Market-size re-ranking")
@@ -280,7 +294,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.quick:
         args.num_query, args.num_gallery, args.dim = 600, 2400, 128
-        args.msmt_query, args.msmt_gallery, args.msmt_dim, args.repeats = 1000, 6000, 128, 1
+        args.msmt_query, args.msmt_gallery, args.msmt_dim, args.repeats = 1000, 6000, [128], 1
     peer = peers(args)
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; peers: {sorted(peer) or 'none'}")
     data = clustered(args.num_query, args.num_gallery, args.dim, args.ids, args.separation, 6, args.seed)
@@ -289,10 +303,10 @@ def main(argv=None):
     if not args.skip_rerank:
         bench_rerank(args, data, peer)
     del data
-    if not args.skip_msmt:
-        bench_msmt_eval(args)
-    if args.msmt_rerank:
-        bench_msmt_rerank(args)
+    for dim in args.msmt_dim if not args.skip_msmt else ():
+        bench_msmt_eval(args, dim)
+    for dim in args.msmt_dim if args.msmt_rerank else ():
+        bench_msmt_rerank(args, dim)
 
 
 if __name__ == "__main__":

@@ -168,6 +168,28 @@ def test_pairwise_distance_against_naive():
         pairwise_distance(q, g, "manhattan")
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_distance_blocks_bitwise_equal_the_numpy_passes(dtype):
+    """The one-pass finish of a distance block (-2 q.g + |g|^2 + |q|^2, clamp,
+    root) gives the very bits of the five numpy passes it replaced (clamped
+    negative squares of duplicates included), so rankings and their ties
+    cannot move."""
+    rng = np.random.default_rng(9)
+    q, g = rng.normal(size=(37, 24)).astype(dtype), rng.normal(size=(301, 24)).astype(dtype)
+    g[:5] = q[:5]
+    for metric in ("euclidean", "sqeuclidean"):
+        want = q @ g.T
+        want *= -2
+        want += np.einsum("ij,ij->i", g, g)[None, :]
+        want += np.einsum("ij,ij->i", q, q)[:, None]
+        np.maximum(want, 0, out=want)
+        if metric == "euclidean":
+            np.sqrt(want, out=want)
+        got = pairwise_distance(q, g, metric)
+        assert got.dtype == dtype and np.array_equal(got, want)
+        assert got.min() == 0
+
+
 def test_average_flip():
     f = torch.tensor([[1.0, 3.0]])
     torch.testing.assert_close(average_flip(f, torch.tensor([[3.0, 5.0]])), torch.tensor([[2.0, 4.0]]))

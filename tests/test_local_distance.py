@@ -202,6 +202,24 @@ def test_cpu_kernel_matches_per_pair_loop_and_saturates():
         local_distance_cpu(q, g[:, :, :3])
 
 
+@pytest.mark.parametrize("h, c, n, m", [(8, 128, 5, 17), (8, 33, 4, 16), (6, 20, 9, 31), (5, 7, 3, 2),
+                                        (3, 9, 1, 1), (1, 4, 6, 19), (12, 16, 7, 18)])
+def test_cpu_kernel_tile_edges_and_part_counts(h, c, n, m):
+    """The kernel works on 4 x 16 pair tiles and 4 x 4 part blocks: counts of
+    queries / gallery images / parts that are not multiples (partial tiles,
+    remainder parts, H < 4) must give the float64 double loop's values, on
+    random inputs and on duplicates / near-duplicates of the queries."""
+    rng = np.random.default_rng(h * 1000 + c)
+    q = np.abs(rng.standard_normal((n, h, c)) * 2).astype(np.float32)
+    g = np.abs(rng.standard_normal((m, h, c)) * 2).astype(np.float32)
+    g[: min(n, m)] = q[: min(n, m)]                                                        # duplicates
+    g[-1] = q[-1] + rng.standard_normal((h, c)).astype(np.float32) * 1e-3                # near-duplicate
+    got = local_distance_cpu(q, g)
+    want = double_loop_float64(q, g)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+    torch.testing.assert_close(torch.from_numpy(local_distance_cpu(g, q)), torch.from_numpy(got.T))
+
+
 def test_kernel_threads_follow_free_cores(monkeypatch):
     cores = threads.usable_cores()
     monkeypatch.delenv("REID_KERNEL_THREADS", raising=False)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from reid_train.evaluation import rerank
 from reid_train.evaluation.metrics import pairwise_distance
 from reid_train.evaluation.rerank import (k_reciprocal_rerank, k_reciprocal_rerank_dist, reciprocal_mask,
                                smallest_k_stable)
@@ -164,3 +165,66 @@ def test_reciprocal_mask_hand_made():
     np.testing.assert_array_equal(reciprocal_mask(top, block=2),
                                   [[True, True, False], [True, True, True], [True, True, True],
                                    [True, True, False]])
+
+
+@pytest.mark.parametrize("metric, block", [("euclidean", 7), ("euclidean", 64), ("cosine", 13), ("euclidean", 500)])
+def test_symmetric_blocks_equal_the_row_by_row_pass(metric, block):
+    """From features the (n, n) matrix is computed as block pairs (I, J >= I), each
+    fed to the rows of I and, mirrored, of J. On small-integer features every
+    product is exact, so both passes must agree bit for bit: neighbour lists
+    (with many exact ties, broken by index), row maxima and the normalised
+    query-gallery block. Blocks of 7 / 13 straddle the query-gallery border."""
+    rng = np.random.default_rng(block)
+    qf = rng.integers(-3, 4, (23, 6)).astype(np.float32)
+    gf = rng.integers(-3, 4, (81, 6)).astype(np.float32)
+    gf[10:20] = gf[0]                 # exact duplicates: tied distances
+    qf[5] = gf[0]
+    source = rerank._FeatureDistances(qf, gf, metric)
+    assert source.symmetric
+    k_top = 21
+    out_rows, out_sym = (np.empty((23, 81), np.float32) for _ in range(2))
+    top_rows, max_rows = rerank._rows_one_by_one(source, k_top, 16, out_rows)
+    top_sym, max_sym = rerank._symmetric_rows(source, k_top, block, out_sym)
+    np.testing.assert_array_equal(top_sym, top_rows)
+    np.testing.assert_array_equal(max_sym, max_rows)
+    np.testing.assert_array_equal(out_sym, out_rows)
+    full = np.concatenate([qf, gf])
+    d = pairwise_distance(full, full, "sqeuclidean" if metric == "euclidean" else metric)
+    d = (d if metric == "euclidean" else d * d).astype(np.float32)
+    np.testing.assert_array_equal(top_sym, np.argsort(d / d.max(1, keepdims=True), 1, kind="stable")[:, :k_top])
+
+
+def test_candidates_tied_by_the_normalisation_are_ordered_by_index():
+    """Two raw distances v < v' that round to one float32 after the division by
+    the row maximum tie: the smaller index goes first, as in a stable argsort of
+    the normalised row; and a list whose last candidate ties with the k-th is
+    reported as not exact (a non-candidate could tie too)."""
+    v = np.float32(1.99)                       # top of its binade: neighbours 2^-24 apart, relative
+    w = np.nextafter(v, np.float32(3))
+    for mx in np.linspace(1.9, 1.98, 2000, dtype=np.float32):  # quotient just above 1: ulp 2^-23
+        if np.float32(v / mx) == np.float32(w / mx):
+            break
+    assert np.float32(v / mx) == np.float32(w / mx) and w > v
+    vals = np.array([[v, w, 30.0]], np.float32)
+    idx = np.array([[5, 3, 0]], np.int64)
+    top, exact = np.empty((1, 1), np.int64), np.empty(1, bool)
+    rerank._finish_candidates(vals, idx, np.array([mx], np.float32), 1, 10, top, exact)
+    assert top[0, 0] == 3 and exact[0]
+    rerank._finish_candidates(vals[:, :2], idx[:, :2], np.array([mx], np.float32), 1, 10, top, exact)
+    assert top[0, 0] == 3 and not exact[0]
+    rerank._finish_candidates(vals[:, :2], idx[:, :2], np.array([mx], np.float32), 1, 2, top, exact)
+    assert top[0, 0] == 3 and exact[0]                     # every item is a candidate
+
+
+def test_rows_reported_inexact_are_redone_whole(monkeypatch):
+    real = rerank._finish_candidates
+
+    def spoil_every_third(cand_vals, cand_idx, row_max, k, num_items, top, exact):
+        real(cand_vals, cand_idx, row_max, k, num_items, top, exact)
+        top[::3], exact[::3] = 0, False
+
+    qf, gf = clustered_features(20, 60, seed=2)
+    source = rerank._FeatureDistances(qf, gf, "euclidean")
+    want = rerank._rows_one_by_one(source, 21, 16, np.empty((20, 60), np.float32))[0]
+    monkeypatch.setattr(rerank, "_finish_candidates", spoil_every_third)
+    np.testing.assert_array_equal(rerank._symmetric_rows(source, 21, 32, np.empty((20, 60), np.float32))[0], want)

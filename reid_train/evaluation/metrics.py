@@ -100,31 +100,46 @@ class QueryBlockDistances:
             return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
         return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12).astype(x.dtype)
 
-    def _dot(self, q):
+    def _dot(self, q, g):
         if self.torch:
-            return q @ self.gf.T
+            return q @ g.T
         # Row chunks: numpy sends ``x @ x.T`` (same buffer) to BLAS ?syrk, and
         # the bundled OpenBLAS 0.3.31 dsyrk segfaults at ~16k x 2048 float64.
-        out = np.empty((q.shape[0], self.gf.shape[0]), np.result_type(q, self.gf))
+        out = np.empty((q.shape[0], g.shape[0]), np.result_type(q, g))
         for s in range(0, q.shape[0], 4096):
-            np.matmul(q[s:s + 4096], self.gf.T, out=out[s:s + 4096])
+            np.matmul(q[s:s + 4096], g.T, out=out[s:s + 4096])
         return out
 
     @torch.no_grad()
-    def __call__(self, start: int, stop: int) -> ArrayLike:
-        q = self.qf[start:stop]
-        d = self._dot(q)
+    def __call__(self, start: int, stop: int, g_start: int = 0, g_stop: int | None = None) -> ArrayLike:
+        """Rows ``start:stop``; only gallery columns ``g_start:g_stop`` if given."""
+        g_stop = self.shape[1] if g_stop is None else g_stop
+        q, g = self.qf[start:stop], self.gf[g_start:g_stop]
+        d = self._dot(q, g)
         if self.metric == "cosine":
             return d.neg_().add_(1) if self.torch else np.subtract(1, d, out=d)
         # in place: -2 q.g + |g|^2 + |q|^2
+        g_sq = self.g_sq[g_start:g_stop]
         if self.torch:
-            d.mul_(-2).add_(self.g_sq[None, :]).add_((q * q).sum(1)[:, None]).clamp_min_(0)
+            d.mul_(-2).add_(g_sq[None, :]).add_((q * q).sum(1)[:, None]).clamp_min_(0)
             return d.sqrt_() if self.metric == "euclidean" else d
-        d *= -2
-        d += self.g_sq[None, :]
-        d += np.einsum("ij,ij->i", q, q)[:, None]
-        np.maximum(d, 0, out=d)
-        return np.sqrt(d, out=d) if self.metric == "euclidean" else d
+        with kernel_threads():
+            _finish_squared(d, np.einsum("ij,ij->i", q, q), g_sq, d.dtype.type(-2), self.metric == "euclidean")
+        return d
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _finish_squared(d, q_sq, g_sq, minus_two, root):
+    """In place, one pass: ``d <- max(-2 d + |g|^2 + |q|^2, 0)`` (then its square
+    root when ``root``), in ``d``'s precision and in numpy's order of operations
+    (no FMA contraction), so the result is bit for bit that of the five numpy
+    passes ``d *= -2; d += g_sq; d += q_sq; maximum; sqrt``."""
+    zero = minus_two - minus_two  # constants of d's dtype: no promotion to float64
+    for r in numba.prange(d.shape[0]):
+        qs = q_sq[r]
+        for j in range(d.shape[1]):
+            v = max(d[r, j] * minus_two + g_sq[j] + qs, zero)
+            d[r, j] = np.sqrt(v) if root else v
 
 
 def pairwise_distance(q: ArrayLike, g: ArrayLike, metric: str = "euclidean",
@@ -164,7 +179,7 @@ def _first_after(pos_d, pos_idx, d, j):
     return lo
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc"})  # the finiteness sum vectorises; NaN still propagates
 def _positive_positions(row, pos_idx, pos_pos, g_pids, g_excluded, q_pid):
     """Fill ``pos_pos`` with the 0-based ranking positions of the positives
     ``pos_idx`` (ascending gallery index) of one query, in ranking order; sort
@@ -195,6 +210,8 @@ def _positive_positions(row, pos_idx, pos_pos, g_pids, g_excluded, q_pid):
         for jj in range(n):
             near += r[jj] <= hardest
             finite_check += r[jj] * 0.0
+        if near == 0:
+            continue  # nothing in this chunk can precede a positive
         if near * 8 < n or num_pos > 64:
             for jj in range(n):
                 d, j = r[jj], j0 + jj

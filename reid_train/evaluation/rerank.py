@@ -26,12 +26,21 @@ What differs is only how it is computed. The dense version holds several
 (N+M)^2 float32 matrices (1.5 GB each at Market-1501 size, 35 GB at MSMT17
 size) and loops in Python over rows and columns. Here:
 
-* the original distances are produced ``block_size`` rows at a time (from
-  features -- on their device when they are GPU tensors -- or gathered from the
-  given matrices by a compiled tiled transpose); a compiled pass per row gives
-  the row maximum, the normalised row and its top ``max(k1+1, k2)`` neighbours
-  in stable-sort order, and for query rows the normalised query-gallery part
-  of the output;
+* from CPU features, the (n, n) matrix is symmetric: it is computed as
+  ``block_size`` x ``block_size`` blocks ``(I, J)``, ``J >= I`` (one BLAS
+  product each, half the flops of a row-by-row pass), each fed by a compiled
+  pass to the rows of ``I`` and, read by columns, of ``J``: running row maxima,
+  a heap of the nearest candidates per row (``K + 16``, so that ties created
+  by the float32 normalisation are still ordered by index; a row where they
+  could reach past the heap is recomputed whole) and, for query rows, the
+  query-gallery part of the output, normalised at the end;
+* from the given matrices (or features on a GPU), ``block_size`` whole rows at
+  a time (gathered from the matrices by a compiled tiled transpose); a compiled
+  pass per row gives the row maximum, the normalised row and its top
+  ``max(k1+1, k2)`` neighbours in stable-sort order, and for query rows the
+  normalised query-gallery part of the output;
+* the Gaussian weights of Eq. 8 need distances of pairs outside the top-k
+  lists: one compiled pass over the pairs (dot products from the features);
 * k-reciprocal tests are vectorised over blocks of rows on the top-k table;
 * ``V`` and its query expansion are CSR matrices; the gallery rows of V are
   re-indexed by column (CSC), and one compiled pass per query row accumulates
@@ -41,7 +50,8 @@ size) and loops in Python over rows and columns. Here:
 Memory, with n = N+M, K = max(k1+1, k2), Kh = round(k1/2)+1:
 O(n*K) for the neighbour table; V has at most n*(k1+1)*(Kh+1) non-zeros and its
 expansion k2 times that (in practice ~n*50 and ~n*150); plus the (N, M) float32
-output and one (block_size, n) float32 distance block (~128 MB by default).
+output and one float32 distance block: (block_size, block_size) from CPU
+features (16 MB at the default 2048), (block_size, n) otherwise (~128 MB).
 Measured peak allocations (bench/bench_eval.py, tracemalloc): 0.6 GiB at
 Market-1501 size, dim 2048 (output 0.2 GiB; the dense code: 7.1 GiB); 4.1 GiB
 at MSMT17 size, dim 128 (output 3.65 GiB; +0.7 GiB of features at dim 2048). Features are held once as an (n, D) array.
@@ -85,23 +95,46 @@ class _FeatureDistances:
     def _square(self, d):
         return d if self.metric == "euclidean" else d * d
 
+    @property
+    def symmetric(self) -> bool:
+        """Blocks of the (n, n) matrix can be produced pairwise on the CPU (:meth:`block`)."""
+        return self.device_rows is None
+
+    def block(self, i0: int, i1: int, j0: int, j1: int) -> np.ndarray:
+        """Items ``i0:i1`` x ``j0:j1`` as float32, by the arithmetic of :meth:`rows`
+        (one BLAS product, one compiled finishing pass)."""
+        return np.ascontiguousarray(self._square(self.rows_of(i0, i1, j0, j1)).astype(np.float32, copy=False))
+
     def rows(self, start: int, stop: int) -> np.ndarray:
         if self.device_rows is not None:
             d = self.device_rows(start, stop)
             return np.ascontiguousarray(self._square(d).float().cpu().numpy())
         return np.ascontiguousarray(self._square(self.rows_of(start, stop)).astype(np.float32, copy=False))
 
-    def pairs(self, i: np.ndarray, j: np.ndarray, chunk: int = 8192) -> np.ndarray:
+    def pairs(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """Entries ``(i[t], j[t])``: one compiled pass over the pairs (no gathered copies)."""
         out = np.empty(i.size, np.float32)
-        for s in range(0, i.size, chunk):
-            a, b = i[s:s + chunk], j[s:s + chunk]
-            dot = np.einsum("ij,ij->i", self.feats[a], self.feats[b])
-            if self.metric == "cosine":
-                d = 1 - dot
-            else:
-                d = np.maximum(self.sq[a] + self.sq[b] - 2 * dot, 0)
-            out[s:s + chunk] = self._square(d)
+        sq = self.sq if self.sq is not None else np.zeros(1, self.feats.dtype)
+        with kernel_threads():
+            _pair_distances(self.feats, sq, i.astype(np.int64, copy=False), j.astype(np.int64, copy=False),
+                            self.metric == "cosine", out)
         return out
+
+
+@numba.njit(cache=True, nogil=True, parallel=True, fastmath={"reassoc", "contract"})
+def _pair_distances(feats, sq, i, j, cosine, out):
+    """Squared metric distance of the pairs ``(i[t], j[t])``, in the features' precision:
+    ``(1 - a.b)^2`` (cosine, unit rows) or ``max(|a|^2 + |b|^2 - 2 a.b, 0)``, as :meth:`rows`."""
+    for t in numba.prange(i.size):
+        a, b = feats[i[t]], feats[j[t]]
+        dot = a[0] - a[0]  # a zero of the features' dtype (float32 stays float32)
+        for k in range(a.size):
+            dot += a[k] * b[k]
+        if cosine:
+            d = 1 - dot
+            out[t] = d * d
+        else:
+            out[t] = max(sq[i[t]] + sq[j[t]] - 2 * dot, 0)
 
 
 class _MatrixDistances:
@@ -168,6 +201,146 @@ def _gather_transposed_squared(q_q, q_g, g_g, start, out):
                     else:
                         x = q_g[j, i - nq] if j < nq else g_g[j - nq, i - nq]
                     out[r, j] = np.float32(x * x)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _precedes(v, j, w, k):
+    return v < w or (v == w and j < k)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _offer(v, j, vals, idx):
+    """Keep ``(v, j)`` among a row's candidates if it precedes (value, then index)
+    the last of them: ``vals`` / ``idx`` are a max-heap on (value, index), the
+    last candidate at its root (they start filled with ``(inf, n)``)."""
+    if not _precedes(v, j, vals[0], idx[0]):
+        return
+    k, p = vals.size, 0
+    while 2 * p + 1 < k:
+        c = 2 * p + 1
+        if c + 1 < k and _precedes(vals[c], idx[c], vals[c + 1], idx[c + 1]):
+            c += 1
+        if not _precedes(v, j, vals[c], idx[c]):
+            break
+        vals[p], idx[p] = vals[c], idx[c]
+        p = c
+    vals[p], idx[p] = v, j
+
+
+_CHUNK = 16  # values tested together against the rows' last candidates (one cache line)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True, fastmath={"nnan", "nsz"})
+def _stream_block(d, i0, j0, num_query, transposed, cand_vals, cand_idx, row_max, out):
+    """Feed the block ``d`` = items ``i0..`` x ``j0..`` to the rows it belongs to:
+    rows ``i0..`` (``transposed=False``) or, read by columns, rows ``j0..`` (the
+    mirror block). Per row: running maximum, the candidate list (:func:`_offer`)
+    and, for query rows, the raw query-gallery distances into ``out``. Values
+    go in chunks of ``_CHUNK``: maxima and the test against the last candidate
+    are vectorised compares; only a chunk that beats it goes to :func:`_offer`
+    (after the first few chunks of a row, a rare event)."""
+    bi, bj = d.shape
+    if not transposed:
+        for r in numba.prange(bi):
+            row = i0 + r
+            vals, idx = cand_vals[row], cand_idx[row]
+            mx = row_max[row]
+            for c in range(bj):
+                mx = max(mx, d[r, c])
+            row_max[row] = mx
+            if row < num_query:
+                for c in range(max(num_query - j0, 0), bj):
+                    out[row, j0 + c - num_query] = d[r, c]
+            for c0 in range(0, bj, _CHUNK):
+                c1 = min(c0 + _CHUNK, bj)
+                low = d[r, c0]
+                for c in range(c0, c1):
+                    low = min(low, d[r, c])
+                if low <= vals[0]:
+                    for c in range(c0, c1):
+                        _offer(d[r, c], j0 + c, vals, idx)
+        return
+    group = 16 * _CHUNK  # columns per thread: 1 KB of each row of d read at a time (prefetched)
+    for t in numba.prange((bj + group - 1) // group):
+        g0, g1 = t * group, min(t * group + group, bj)
+        last = np.empty(group, np.float32)
+        mx = np.empty(group, np.float32)
+        for c in range(g0, g1):
+            last[c - g0], mx[c - g0] = cand_vals[j0 + c, 0], row_max[j0 + c]
+        for r in range(bi):
+            col = i0 + r
+            for c0 in range(g0, g1, _CHUNK):
+                c1 = min(c0 + _CHUNK, g1)
+                hit = False
+                for c in range(c0, c1):
+                    v = d[r, c]
+                    mx[c - g0] = max(mx[c - g0], v)
+                    hit |= v <= last[c - g0]
+                if hit:
+                    for c in range(c0, c1):
+                        row = j0 + c
+                        _offer(d[r, c], col, cand_vals[row], cand_idx[row])
+                        last[c - g0] = cand_vals[row, 0]
+            if col >= num_query:
+                for c in range(g0, min(g1, num_query - j0)):
+                    out[j0 + c, col - num_query] = d[r, c]
+        for c in range(g0, g1):
+            row_max[j0 + c] = mx[c - g0]
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _finish_candidates(cand_vals, cand_idx, row_max, k, num_items, top, exact):
+    """Per row: normalise the candidates by the row maximum in float32 (what
+    :func:`_normalise_select` does to the whole row), order them by (normalised
+    value, index) and keep the first ``k``. That is the stable top-k of the
+    normalised row unless a non-candidate could tie with the k-th after the
+    division: the last candidate (every non-candidate's raw value is at least
+    its) must normalise to more than the k-th
+    (``exact[r]`` is False otherwise; the caller redoes those rows). Lists that
+    hold all ``num_items`` items are exact."""
+    n, kc = cand_vals.shape
+    for r in numba.prange(n):
+        mx = np.float64(row_max[r])
+        nv = np.empty(kc, np.float32)
+        ix = np.empty(kc, np.int64)
+        for p in range(kc):
+            v = np.float32(np.float64(cand_vals[r, p]) / mx)
+            j = cand_idx[r, p]
+            q = p
+            while q > 0 and (nv[q - 1] > v or (nv[q - 1] == v and ix[q - 1] > j)):
+                nv[q], ix[q] = nv[q - 1], ix[q - 1]
+                q -= 1
+            nv[q], ix[q] = v, j
+        top[r, :] = ix[:k]
+        exact[r] = kc >= num_items or nv[kc - 1] > nv[k - 1]
+
+
+def _symmetric_rows(source, k_top: int, block: int, out: np.ndarray):
+    """Top ``k_top`` neighbours and maxima of every row of the (n, n) matrix from
+    its blocks ``(I, J)``, ``J >= I``, each computed once and fed to the rows of
+    ``I`` and, mirrored, of ``J`` (half the products of a row-by-row pass);
+    query rows' normalised query-gallery distances into ``out``. The same
+    result as :func:`_rows_one_by_one` on a symmetric matrix."""
+    n, nq = source.n, source.num_query
+    kc = min(k_top + 16, n)  # slack against ties created by the normalisation
+    cand_vals = np.full((n, kc), np.inf, np.float32)
+    cand_idx = np.full((n, kc), n, np.int64)
+    row_max = np.full(n, -np.inf, np.float32)
+    starts = range(0, n, block)
+    with kernel_threads():
+        for i0 in starts:
+            for j0 in starts[i0 // block:]:
+                d = source.block(i0, min(i0 + block, n), j0, min(j0 + block, n))
+                _stream_block(d, i0, j0, nq, False, cand_vals, cand_idx, row_max, out)
+                if j0 != i0:
+                    _stream_block(d, i0, j0, nq, True, cand_vals, cand_idx, row_max, out)
+        top = np.empty((n, k_top), np.int64)
+        exact = np.empty(n, np.bool_)
+        _finish_candidates(cand_vals, cand_idx, row_max, k_top, n, top, exact)
+        for r in np.flatnonzero(~exact):  # ties beyond the slack: redo the row whole
+            _normalise_select(source.rows(r, r + 1), k_top, top[r:r + 1], row_max[r:r + 1])
+    np.divide(out, row_max[:nq, None], out=out)
+    return top, row_max
 
 
 @numba.njit(cache=True, nogil=True)
@@ -317,16 +490,13 @@ def _jaccard_combine(indptr, indices, data, col_ptr, col_rows, col_vals, lambda_
             out[q, g] = jac * (1.0 - lambda_value) + np.float64(out[q, g]) * lambda_value
 
 
-def _rerank(source, k1: int, k2: int, lambda_value: float, block_size: int | None) -> np.ndarray:
+def _rows_one_by_one(source, k_top: int, block: int, out: np.ndarray):
+    """Top ``k_top`` neighbours and maxima of every row, ``block`` whole rows at a
+    time (the given matrices, or features on a GPU); normalised query-gallery
+    distances into ``out``."""
     n, nq = source.n, source.num_query
-    if nq == 0 or n == nq:
-        raise ValueError("need at least one query and one gallery item")
-    kh = int(np.around(k1 / 2.0))
-    k_top = min(max(k1 + 1, k2), n)
-    block = block_size or int(np.clip((1 << 25) // n, 16, 1024))
     top = np.empty((n, k_top), np.int64)
     row_max = np.empty(n, np.float32)
-    out = np.empty((nq, n - nq), np.float32)
     for s in range(0, n, block):
         e = min(s + block, n)
         dist = source.rows(s, e)
@@ -335,6 +505,20 @@ def _rerank(source, k1: int, k2: int, lambda_value: float, block_size: int | Non
         if s < nq:
             out[s:min(e, nq)] = dist[: min(e, nq) - s, nq:]
         del dist
+    return top, row_max
+
+
+def _rerank(source, k1: int, k2: int, lambda_value: float, block_size: int | None) -> np.ndarray:
+    n, nq = source.n, source.num_query
+    if nq == 0 or n == nq:
+        raise ValueError("need at least one query and one gallery item")
+    kh = int(np.around(k1 / 2.0))
+    k_top = min(max(k1 + 1, k2), n)
+    out = np.empty((nq, n - nq), np.float32)
+    if getattr(source, "symmetric", False):
+        top, row_max = _symmetric_rows(source, k_top, block_size or min(2048, n), out)
+    else:
+        top, row_max = _rows_one_by_one(source, k_top, block_size or int(np.clip((1 << 25) // n, 16, 1024)), out)
     indptr, indices, data = encode_k_reciprocal(source, top[:, :k1 + 1], top[:, :kh + 1], row_max)
     if k2 != 1:
         indptr, indices, data = local_query_expansion(indptr, indices, data, top[:, :k2])
@@ -350,8 +534,9 @@ def k_reciprocal_rerank(qf, gf, k1: int = 20, k2: int = 6, lambda_value: float =
     """Re-ranked (Q, G) float32 distances from query and gallery features
     (numpy or torch). ``original_dist`` is the square of ``metric`` distance,
     as the original code squares the matrices it is given: squared euclidean
-    for ``euclidean``, ``(1 - cos)^2`` for ``cosine``. ``block_size``: rows of
-    the (n, n) distance matrix produced at a time (default: ~128 MB blocks).
+    for ``euclidean``, ``(1 - cos)^2`` for ``cosine``. ``block_size``: side of
+    the square blocks of the (n, n) matrix for CPU features (default 2048), rows
+    produced at a time for GPU features (default: ~128 MB blocks).
 
     Distances are computed in the features' precision. The algorithm is
     discontinuous (a neighbour swap at a k-boundary changes whole rows), so
