@@ -71,5 +71,12 @@ def test_smoke_run_on_a_store(bench, synthetic_store, tmp_path):
     assert set(res) == {"pcb", "dsa", "dsa_fused"}
     for name in res:
         assert 0.0 <= res[name]["0"]["mAP"] <= 1.0
-    cmd = json.loads((out / "runs" / "pcb_s0" / "bench_cmd.json").read_text())
+    cmd = json.loads((out / "runs" / Path(synthetic_store).name / "pcb_s0" / "bench_cmd.json").read_text())
     assert "tasks=at_only" in cmd and "prior=uniform" in cmd and "epoch_multiplier=1" in cmd
+    assert "resnet18_w16" in cmd and "part_dim=16" in cmd       # the v2 trunk, shared; MPN's part width
+
+
+def test_runs_of_another_store_live_apart(bench, tmp_path):
+    """A run is re-used or deleted only for its own store (oracle vs pose priors, S, threshold)."""
+    assert bench.runs_root(tmp_path, tmp_path / "store_a_oracle") != bench.runs_root(tmp_path, tmp_path / "store_a_pose")
+    assert "dsa_guide05" in bench.VARIANTS and "dsa_guide05" not in bench.PROTOCOL_VARIANTS
