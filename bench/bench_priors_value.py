@@ -316,6 +316,35 @@ def train_one(args, name: str, seed: int, store: Path, out: Path, steps: int, sp
     return results
 
 
+PRIOR_FREE = ("baseline", "pcb", "mpn_mt_only", "dsa_mf_only")  # their runs never read a prior
+
+
+def prior_free_runs(store: Path, runs: Path, seeds: list[int], variants: list[str]) -> dict:
+    """Finished prior-free runs of another store of the same world (``--pair-with``): with the
+    same images and index, a prior-free run there *is* the run here (same command but the store
+    path, deterministic on the CPU), so the pose-chart priors need only their prior-guided runs."""
+
+    from storage import open_store
+
+    here, there = open_store(store), open_store(runs.parent.parent / runs.name)
+    cols = ["image_id", "split", "pid", "camid", "label"]
+    if not (here.ok_index[cols].reset_index(drop=True).equals(there.ok_index[cols].reset_index(drop=True))
+            and np.array_equal(np.asarray(here.images[:]), np.asarray(there.images[:]))):
+        raise SystemExit(f"error: --pair-with {runs.name}: not the same images and index as {store.name}")
+    found: dict = {}
+    for name in PRIOR_FREE:
+        if name in variants:
+            continue
+        for seed in seeds:
+            f = runs / f"{name}_s{seed}" / "metrics.json"
+            if f.exists():
+                m = json.loads(f.read_text())
+                found.setdefault(name, {})[seed] = {"rank1": m["final_eval"]["rank1"], "mAP": m["final_eval"]["mAP"],
+                                                    "seconds": 0.0, "history": m.get("eval_history", [])}
+    print(f"  prior-free runs paired from {runs.name}: {sorted(found)}")
+    return found
+
+
 def plot_curve(results: dict, steps: int, path: Path) -> None:
     """Baseline rank-1 / mAP against iterations (mean and each seed), budget marked."""
     import matplotlib
@@ -550,6 +579,9 @@ def main(argv=None) -> int:
                          "report holds whole seeds first")
     ap.add_argument("--render-workers", type=int, help="processes rendering the world (preset)")
     ap.add_argument("--loader-workers", type=int, help="loader threads per run (preset)")
+    ap.add_argument("--pair-with", metavar="STORE_NAME",
+                    help="report the prior-free variants' finished runs of this other store of the same world "
+                         "(e.g. the oracle store when training only mpn,dsa on --priors pose; checked identical)")
     ap.add_argument("--rerun", action="store_true", help="train again where the same run already finished")
     ap.add_argument("--diagnose", action="store_true", help="diagnostics on the finished runs (see above)")
     args = ap.parse_args(argv)
@@ -595,6 +627,9 @@ def main(argv=None) -> int:
     if complete != seeds:
         print(f"  seeds with every variant: {complete}; the report uses only those")
         seeds = complete
+    if args.pair_with:
+        for name, rows in prior_free_runs(store, out / "runs" / args.pair_with, seeds, variants).items():
+            results[name] = rows
     from storage import open_store
 
     ix = open_store(store).ok_index

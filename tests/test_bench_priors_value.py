@@ -80,3 +80,13 @@ def test_runs_of_another_store_live_apart(bench, tmp_path):
     """A run is re-used or deleted only for its own store (oracle vs pose priors, S, threshold)."""
     assert bench.runs_root(tmp_path, tmp_path / "store_a_oracle") != bench.runs_root(tmp_path, tmp_path / "store_a_pose")
     assert "dsa_guide05" in bench.VARIANTS and "dsa_guide05" not in bench.PROTOCOL_VARIANTS
+
+
+def test_pair_with_reads_prior_free_runs_of_the_same_world(bench, synthetic_store, tmp_path):
+    (tmp_path / "store_oracle").symlink_to(synthetic_store)
+    run = tmp_path / "runs" / "store_oracle" / "pcb_s3"
+    run.mkdir(parents=True)
+    run.joinpath("metrics.json").write_text(json.dumps({"final_eval": {"rank1": 0.25, "mAP": 0.5}}))
+    got = bench.prior_free_runs(Path(synthetic_store), tmp_path / "runs" / "store_oracle", [3, 4], ["mpn", "dsa"])
+    assert got == {"pcb": {3: {"rank1": 0.25, "mAP": 0.5, "seconds": 0.0, "history": []}}}
+    assert bench.prior_free_runs(Path(synthetic_store), tmp_path / "runs" / "store_oracle", [3], ["pcb"]) == {}
