@@ -90,3 +90,19 @@ def test_pair_with_reads_prior_free_runs_of_the_same_world(bench, synthetic_stor
     got = bench.prior_free_runs(Path(synthetic_store), tmp_path / "runs" / "store_oracle", [3, 4], ["mpn", "dsa"])
     assert got == {"pcb": {3: {"rank1": 0.25, "mAP": 0.5, "seconds": 0.0, "history": []}}}
     assert bench.prior_free_runs(Path(synthetic_store), tmp_path / "runs" / "store_oracle", [3], ["pcb"]) == {}
+
+
+def test_diagnostic_variants_change_only_their_knob(bench, tmp_path):
+    import argparse
+
+    args = argparse.Namespace(**bench.PRESETS["cpu"], amp="none")
+    args.size = (96, 32)
+
+    def cmd(name):
+        return bench.fit_command(args, name, 0, tmp_path / "s", tmp_path / name, 640, 8)
+
+    dsa, warm, half = cmd("dsa"), cmd("dsa_warmup30"), cmd("dsa_guide05")
+    assert "warmup_epochs=8" in dsa and "warmup_epochs=24" in warm     # 10 % vs 30 % of 640 iterations / 8
+    assert [x for x in warm if x not in dsa] == [str(tmp_path / "dsa_warmup30"), "warmup_epochs=24"]
+    assert [x for x in half if x not in dsa] == [str(tmp_path / "dsa_guide05"), "guide_weight=0.5"]
+    assert "part_dim=32" in cmd("mpn") and "milestones=[56]" in dsa and "resnet18_w16" in dsa
