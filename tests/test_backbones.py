@@ -90,7 +90,8 @@ def test_narrow_resnet_scales_every_stage(tmp_path):
     def stage_weights(net):
         return sum(m.weight.numel() for n, m in net.named_modules() if isinstance(m, torch.nn.Conv2d) and n != "conv1")
 
-    assert stage_weights(narrow) * 16 == stage_weights(full) and narrow.conv1.weight.numel() * 4 == full.conv1.weight.numel()
+    assert stage_weights(narrow) * 16 == stage_weights(full)
+    assert narrow.conv1.weight.numel() * 4 == full.conv1.weight.numel()
     torch.save(resnet(18).state_dict(), tmp_path / "w.pt")
     with pytest.raises(ValueError, match="width 64 only"):
         resnet("resnet18_w16", pretrained=tmp_path / "w.pt")

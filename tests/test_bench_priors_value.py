@@ -78,7 +78,8 @@ def test_smoke_run_on_a_store(bench, synthetic_store, tmp_path):
 
 def test_runs_of_another_store_live_apart(bench, tmp_path):
     """A run is re-used or deleted only for its own store (oracle vs pose priors, S, threshold)."""
-    assert bench.runs_root(tmp_path, tmp_path / "store_a_oracle") != bench.runs_root(tmp_path, tmp_path / "store_a_pose")
+    oracle, pose = tmp_path / "store_a_oracle", tmp_path / "store_a_pose"
+    assert bench.runs_root(tmp_path, oracle) != bench.runs_root(tmp_path, pose)
     assert "dsa_guide05" in bench.VARIANTS and "dsa_guide05" not in bench.PROTOCOL_VARIANTS
 
 
