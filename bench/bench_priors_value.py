@@ -2,6 +2,8 @@
 
 The protocol below was written down before any of its runs; the numbers it
 printed are in BENCHMARKS.md ("Do the priors help?"), whichever way they went.
+This is protocol **v2** (1 Dec 2026, 13:00 UTC, committed before its runs); what
+changed from v1 and why is in "v2" at the end of this docstring.
 
 World (the nuisance the papers target: misalignment)
 ----------------------------------------------------
@@ -34,10 +36,10 @@ MPN coarse priors from the ground-truth parsing and mask. ``--priors pose``
 builds the same world's priors with the pose-chart estimator instead
 (mediapipe, ``pip install '.[pose]'``).
 
-Variants (every one: ResNet-18, last stride 1, 96 x 32, P x K = 6 x 4 (MPN's
-6 identities per batch, 4 images), the same iteration budget, the same
-optimiser schedule, the same seeds)
---------------------------------------------------------------------
+Variants (every one: ResNet-18 at base width 16 (``resnet18_w16``, see v2), last
+stride 1, 96 x 32, P x K = 6 x 4 (MPN's 6 identities per batch, 4 images), the
+same iteration budget, the same optimiser schedule, the same seeds)
+--------------------------------------------------------------------------------
 ================  ====================================================================
 ``baseline``      BoT strong baseline (GAP + BNNeck, CE-LS + triplet)
 ``pcb``           prior-free part baseline: MPN's ATs on K = 6 *uniform* strips, no MTs
@@ -56,29 +58,48 @@ Prior-guided vs prior-free twins: ``mpn`` vs ``mpn_mt_only`` (what the prior
 adds to MPN), ``mpn`` vs ``pcb`` (prior-guided vs uniform parts), ``dsa`` vs
 ``dsa_mf_only``; and each against ``baseline``.
 
-Optimisation: one Adam schedule for every variant (lr 3.5e-4, weight decay
+Optimisation: one Adam schedule for every variant (lr 8e-4 (v1: 3.5e-4), weight decay
 5e-4, linear warm-up from 0.1x over the first 10 % of the budget, x0.1 at 70
 %), because the papers' schedules are tuned for 70-320 epochs from ImageNet
 weights and here everything trains from scratch (no weights offline); each
 variant keeps its paper's losses, loss weights, margins and heads. DSAG-Stream
-widths 8,16,16,32 (1/4 of Table 1) for the CPU. Random flip, pad-10 crop and
+widths 8,16,16,32 (1/4 of Table 1) for the CPU; MPN part width 32 (the paper's
+2048 -> 512 ratio on the 128-channel trunk). Random flip, pad-10 crop and
 random erasing as each paper.
 
-Budget: ``--steps`` iterations (default 120: 15 epochs of the
-25-train-identity world at 8 P x K batches per epoch). The baseline is evaluated every ``--eval-every`` epochs, so its rank-1
-curve (``curve.png``) shows whether it has stopped climbing at the budget;
-``--long-baseline`` adds a baseline run (first seed) at twice the budget as a
-check.
+Budget: ``--steps`` iterations (default 640: 80 epochs of the
+25-train-identity world at 8 P x K batches per epoch). The baseline is evaluated every
+``--eval-every`` epochs (default 8), so its rank-1 curve (``curve.png``) shows whether it
+has stopped climbing at the budget; ``--long-baseline`` adds a baseline run (first seed)
+at twice the budget as a check.
 
 Seeds: ``--seeds`` (default 0-4); the same seed gives every variant the same
 P x K batch order and augmentation draws (the loader's sampler and the
-augmentation are seeded by it), so differences are paired per seed.
+augmentation are seeded by it), so differences are paired per seed. Runs go
+seed by seed, two at a time (``--jobs 2``); ``--time-budget`` stops starting
+runs, and the report holds only the seeds that finished every variant.
 
-Found after the first runs (BENCHMARKS.md): at 96 x 32 (and 128 x 64) MPN's coarse prior is no
-better than the whole image, because binarising the area-resized mask at >= 0.5 drops the thin head
-and legs from the 16 x 16-pixel feature cells; at 256 x 128 and 384 x 128 its ROI is 4-8x closer to
-the true body than the whole image. The CPU preset therefore cannot test MPN's prior; the GPU
-preset (256 x 128) can.
+MPN's prior: binarisation threshold 0.25 of a feature cell's coverage (v2; MPN and
+``docs/mpn_prior.md``: 0.5), ``--mpn-threshold``. At 0.5 the prior is degenerate at
+96 x 32 (and 128 x 64): binarising the area-resized mask drops the thin head and legs
+from the 16 x 16-pixel feature cells, and the ROI is *worse* than the whole image.
+ROI boundary error against the world's true visible rows (feature rows of the 6 x 2
+map, upper / lower; whole image 0.47 / 0.50): threshold 0.5 -> 0.70 / 1.11, 0.25 ->
+0.27 / 0.30 (ROI differs from the whole image in 78 % of the train images), 0.1 ->
+0.25 / 0.27 but ROI = whole image in 49 %. 0.25 is the threshold at which the prior
+carries information here; at 256 x 128 the paper's 0.5 already does (0.28 / 0.34 vs
+1.32 / 1.29), so the GPU preset keeps 0.5.
+
+Pose-chart priors (``--priors pose``): the same world, DSAP-images and MPN priors from
+the pose-chart estimator (mediapipe) instead of the ground truth, same threshold,
+after the oracle runs; their runs live in their own folder (``runs/<store>``).
+
+Diagnostics variants (``--variants``, not in the default six): ``dsa_guide05``, the
+DSA-reID with ``z = f + 0.5 d`` (``guide_weight``), to test whether the fused losses
+starve the MF-Stream of metric gradient (measured in v1: about half the triplet
+gradient of its twin); ``dsa_warmup30``, DSA-reID with the lr warm-up over 30 % of
+the budget instead of 10 % (the DSAG-Stream starts from scratch); S via
+``--dsap-size`` on its own store.
 
 Report: rank-1 / mAP mean +- std over seeds, per seed, and the paired
 differences of every twin (mean +- std, wins out of seeds). Diagnostics
@@ -87,8 +108,34 @@ whole image and by how much; per-part cosine agreement of MT and AT features
 on the test images (same image vs other identities); the gradient norm that
 the fused (DSAG-coupled) losses send into the MF-Stream vs its own ID losses.
 
-    nice python bench/bench_priors_value.py [--out DIR] [--steps N] [--seeds 0,1,2,3,4] [--jobs 3]
+    nice python bench/bench_priors_value.py [--out DIR] [--steps N] [--seeds 0,1,2,3,4] [--jobs 2]
     python bench/bench_priors_value.py --tiny --out /tmp/x     # smoke test, seconds
+
+v2 (what changed from v1, and why)
+----------------------------------
+v1 (ResNet-18 at full width, lr 3.5e-4, 120 iterations, threshold 0.5) could not
+tell: its 120-iteration baseline was still climbing (the same seed at 240 ended
+far higher), only seeds 0-1 fitted on the shared 2-core box (a run took 13-28
+min), and MPN's prior was degenerate (above). v2 keeps the world, the variants,
+P x K, the schedule's shape and the seeds, and changes four things, the same for
+every variant:
+
+1. Trunk: ResNet-18 at base width 16 (stages 16/32/64/128 channels,
+   ``reid_train.backbones``'s ``_w16``): one training step (forward, backward,
+   Adam; 24 x 3 x 96 x 32) costs 0.046 core-s against 0.46 at full width
+   (measured on this box, same process), so a plateau budget and five seeds
+   fit. The heads follow the trunk (DSA's part branches 8 x 16, MPN part
+   width 32 = 128 / 4 as the paper's 2048 / 4).
+2. lr 8e-4 (DSA-reID's own Adam lr, Sec. 4.2) instead of BoT's 3.5e-4 (tuned
+   for fine-tuning ImageNet weights): in a pilot at 3.5e-4 (seed 99, not a
+   reported seed) the narrow baseline was at rank-1 4-11 % / mAP 14 after 350
+   iterations.
+3. Budget 640 iterations (80 epochs), from a pilot baseline at lr 8e-4
+   (seed 99, not reported), rank-1 / mAP % at iterations 32 ... 640:
+   8/8 11/8 10/12 11/12 11/14 14/16 15/20 14/22 17/22 15/22 14/24 21/27 30/32
+   | x0.1 at 448 | 34/32 32/34 30/34 32/35 34/35 31/34 31/34: flat over the
+   last 30 % of the budget (mAP 34-35 from 480 on).
+4. MPN's binarisation threshold 0.25 (above).
 """
 from __future__ import annotations
 
@@ -109,6 +156,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_methods import evaluate_with, finished, fmt, run, steps_per_epoch  # noqa: E402
+from priors.mpn_prior import BINARIZE_THRESHOLD  # noqa: E402
 
 VARIANTS = {
     "baseline": ("baseline", []),
@@ -118,8 +166,14 @@ VARIANTS = {
     "dsa_mf_only": ("dsa", ["streams=mf_only"]),
     "dsa": ("dsa", []),
 }
+PROTOCOL_VARIANTS = tuple(VARIANTS)  # the six of the table; the rest are diagnostics (--variants)
+VARIANTS["dsa_guide05"] = ("dsa", ["guide_weight=0.5"])  # z = f + 0.5 d
+VARIANTS["dsa_warmup30"] = ("dsa", [])  # DSA-reID with its lr warm-up over 30 % of the budget (not 10 %)
+WARMUP_SHARE = {"dsa_warmup30": 0.3}
 PAIRS = (("mpn", "mpn_mt_only"), ("mpn", "pcb"), ("pcb", "mpn_mt_only"), ("dsa", "dsa_mf_only"),
-         ("dsa_fused", "dsa_mf_only"), ("mpn", "baseline"), ("dsa", "baseline"), ("pcb", "baseline"))
+         ("dsa_fused", "dsa_mf_only"), ("mpn", "baseline"), ("dsa", "baseline"), ("pcb", "baseline"),
+         ("dsa_guide05", "dsa_mf_only"), ("dsa_guide05", "dsa"), ("dsa_warmup30", "dsa_mf_only"),
+         ("dsa_warmup30", "dsa"), ("dsa_guide05_fused", "dsa_fused"), ("dsa_warmup30_fused", "dsa_fused"))
 HEAD_CUT_P, FEET_CUT_P, OCCLUSION_P = 0.15, 0.15, 0.20
 
 
@@ -170,7 +224,8 @@ def build_store(args, out: Path) -> Path:
 
     h, w = args.size
     world = world_dir(args, out)
-    store = out / f"store_{world.name[6:]}_S{args.dsap_size}_{args.priors}"
+    threshold = "" if args.mpn_threshold == BINARIZE_THRESHOLD else f"_t{args.mpn_threshold:g}"
+    store = out / f"store_{world.name[6:]}_S{args.dsap_size}_{args.priors}{threshold}"
     if store.exists():
         s = open_store(store)
         if s.has_group("priors/dsap") and s.has_group("priors/mpn"):
@@ -193,12 +248,18 @@ def build_store(args, out: Path) -> Path:
         ("build-dsap", py + ["build-dsap", "--store", str(store), *dsap, "--size", str(args.dsap_size),
                              "--no-progress"]),
         ("build-mpn-priors", py + ["build-mpn-priors", "--store", str(store), *mpn, "--input-size", f"{h}x{w}",
-                                   "--stride", "16", "--no-progress"]),
+                                   "--stride", "16", "--threshold", str(args.mpn_threshold), "--no-progress"]),
     ]
     for name, cmd in steps:
         dt = run(cmd, out / f"{name}.log")
         print(f"  {name:17s} {dt:6.1f} s")
     return store
+
+
+def runs_root(out: Path, store: Path) -> Path:
+    """Runs of one store (world, priors, S, threshold) live apart: a run is never re-used or
+    deleted for a run of another store."""
+    return out / "runs" / store.name
 
 
 def fit_command(args, name: str, seed: int, store: Path, run_dir: Path, steps: int, spe: int) -> list[str]:
@@ -210,9 +271,9 @@ def fit_command(args, name: str, seed: int, store: Path, run_dir: Path, steps: i
            "--out", str(run_dir), "--backbone", args.backbone, "--size", f"{args.size[0]}x{args.size[1]}",
            "--pk", str(P), str(K), "--max-steps", str(steps), "--epochs", str(epochs), "--seed", str(seed),
            "--device", args.device, "--workers", str(args.loader_workers), "-q", "--set", "last_stride=1",
-           "--set", f"threads={args.threads}", "--set", "log_every=10", "--lr", "3.5e-4",
+           "--set", f"threads={args.threads}", "--set", "log_every=10", "--lr", str(args.lr),
            "--set", "optimizer=adam", "--set", "weight_decay=5e-4",
-           "--set", f"warmup_epochs={0.1 * steps / spe:.4g}", "--set", "warmup_factor=0.1",
+           "--set", f"warmup_epochs={WARMUP_SHARE.get(name, 0.1) * steps / spe:.4g}", "--set", "warmup_factor=0.1",
            "--set", f"milestones=[{max(1, round(0.7 * steps / spe))}]", "--set", "gamma=0.1",
            "--set", f"eval_every={args.eval_every if method == 'baseline' else 0}",
            "--set", "epoch_multiplier=1"]  # one pass per epoch for every variant (MPN's paper epoch is 5)
@@ -222,13 +283,15 @@ def fit_command(args, name: str, seed: int, store: Path, run_dir: Path, steps: i
         cmd += ["--set", "channels_last=true"]
     if method == "dsa":
         cmd += ["--set", f"dsag_widths=[{args.dsag_widths}]"]
+    if method == "mpn":
+        cmd += ["--set", f"part_dim={args.part_dim}"]
     for item in extra:
         cmd += ["--set", item]
     return cmd
 
 
 def train_one(args, name: str, seed: int, store: Path, out: Path, steps: int, spe: int) -> dict:
-    run_dir = out / "runs" / f"{name}_s{seed}"
+    run_dir = runs_root(out, store) / f"{name}_s{seed}"
     cmd = fit_command(args, name, seed, store, run_dir, steps, spe)
     done = finished(run_dir, cmd)
     if done and not args.rerun:
@@ -250,12 +313,41 @@ def train_one(args, name: str, seed: int, store: Path, out: Path, steps: int, sp
     print(f"  {name:12s} seed {seed}: rank-1 {100 * row['rank1']:5.1f}  mAP {100 * row['mAP']:5.1f}"
           f"  ({row['seconds']:6.1f} s{note})", flush=True)
     results = {name: row}
-    if name == "dsa":
+    if VARIANTS[name.removesuffix("_long")][0] == "dsa" and name != "dsa_mf_only":
         fused = evaluate_with(run_dir, eval_feature="fused", device=args.device)
-        results["dsa_fused"] = {"rank1": fused["rank1"], "mAP": fused["mAP"], "seconds": 0.0, "history": []}
+        results[f"{name}_fused"] = {"rank1": fused["rank1"], "mAP": fused["mAP"], "seconds": 0.0, "history": []}
         print(f"  {'  fused eval':12s} seed {seed}: rank-1 {100 * fused['rank1']:5.1f}  "
               f"mAP {100 * fused['mAP']:5.1f}", flush=True)
     return results
+
+
+PRIOR_FREE = ("baseline", "pcb", "mpn_mt_only", "dsa_mf_only")  # their runs never read a prior
+
+
+def prior_free_runs(store: Path, runs: Path, seeds: list[int], variants: list[str]) -> dict:
+    """Finished prior-free runs of another store of the same world (``--pair-with``): with the
+    same images and index, a prior-free run there *is* the run here (same command but the store
+    path, deterministic on the CPU), so the pose-chart priors need only their prior-guided runs."""
+
+    from storage import open_store
+
+    here, there = open_store(store), open_store(runs.parent.parent / runs.name)
+    cols = ["image_id", "split", "pid", "camid", "label"]
+    if not (here.ok_index[cols].reset_index(drop=True).equals(there.ok_index[cols].reset_index(drop=True))
+            and np.array_equal(np.asarray(here.images[:]), np.asarray(there.images[:]))):
+        raise SystemExit(f"error: --pair-with {runs.name}: not the same images and index as {store.name}")
+    found: dict = {}
+    for name in PRIOR_FREE:
+        if name in variants:
+            continue
+        for seed in seeds:
+            f = runs / f"{name}_s{seed}" / "metrics.json"
+            if f.exists():
+                m = json.loads(f.read_text())
+                found.setdefault(name, {})[seed] = {"rank1": m["final_eval"]["rank1"], "mAP": m["final_eval"]["mAP"],
+                                                    "seconds": 0.0, "history": m.get("eval_history", [])}
+    print(f"  prior-free runs paired from {runs.name}: {sorted(found)}")
+    return found
 
 
 def plot_curve(results: dict, steps: int, path: Path) -> None:
@@ -412,20 +504,21 @@ def dsa_gradients(run_dir: Path, device: str, batches: int = 3) -> dict:
 
 
 def diagnose(args, store: Path, out: Path, seeds: list[int]) -> dict:
+    runs = runs_root(out, store)
     diag: dict = {"roi": roi_statistics(store, args.size)}
     print(f"  MPN ROI: {diag['roi']}")
     if not args.store:
         diag["roi_vs_truth"] = roi_vs_truth(store, world_dir(args, out))
         print(f"  MPN ROI vs the true person rows: {diag['roi_vs_truth']}")
     for name in ("mpn",):
-        agree = [mt_at_agreement(out / "runs" / f"{name}_s{s}", args.device) for s in seeds
-                 if (out / "runs" / f"{name}_s{s}" / "metrics.json").exists()]
+        agree = [mt_at_agreement(runs / f"{name}_s{s}", args.device) for s in seeds
+                 if (runs / f"{name}_s{s}" / "metrics.json").exists()]
         if agree:
             diag["mt_at_agreement"] = {k: np.mean([a[k] for a in agree], 0).round(3).tolist() for k in agree[0]}
             print(f"  MPN MT vs AT cosine per part: {diag['mt_at_agreement']}")
-    for name in ("dsa", "dsa_mf_only"):
-        g = [dsa_gradients(out / "runs" / f"{name}_s{s}", args.device) for s in seeds[:2]
-             if (out / "runs" / f"{name}_s{s}" / "metrics.json").exists()]
+    for name in ("dsa", "dsa_mf_only", "dsa_guide05", "dsa_warmup30"):
+        g = [dsa_gradients(runs / f"{name}_s{s}", args.device) for s in seeds[:2]
+             if (runs / f"{name}_s{s}" / "metrics.json").exists()]
         if g:
             diag[f"grad_{name}"] = {k: round(float(np.mean([x[k] for x in g])), 4) for k in g[0]}
             print(f"  {name} gradient norm into the MF-Stream per loss term: {diag[f'grad_{name}']}")
@@ -433,17 +526,21 @@ def diagnose(args, store: Path, out: Path, seeds: list[int]) -> dict:
 
 
 PRESETS = {
-    "cpu": dict(world_ids=50, images_per_id=10, size="96x32", dsap_size=16, steps=120, eval_every=2,
-                dsag_widths="8,16,16,32", backbone="resnet18", device="cpu", threads=1, seeds="0,1,2,3,4", pk=(6, 4),
+    # protocol v2 (docstring): narrow trunk, DSA's lr, the pilot's plateau budget, threshold 0.25
+    "cpu": dict(lr=8e-4, world_ids=50, images_per_id=10, size="96x32", dsap_size=16, steps=640, eval_every=8,
+                dsag_widths="8,16,16,32", backbone="resnet18_w16", device="cpu", threads=1, seeds="0,1,2,3,4",
+                pk=(6, 4), mpn_threshold=0.25, part_dim=32,
                 render_workers=1, loader_workers=1),
-    "tiny": dict(world_ids=8, images_per_id=4, size="96x32", dsap_size=8, steps=2, eval_every=1,
-                 dsag_widths="4,4,4,8", backbone="resnet18", device="cpu", threads=1, seeds="0", pk=(2, 2),
+    "tiny": dict(lr=8e-4, world_ids=8, images_per_id=4, size="96x32", dsap_size=8, steps=2, eval_every=1,
+                 dsag_widths="4,4,4,8", backbone="resnet18_w16", device="cpu", threads=1, seeds="0", pk=(2, 2),
+                 mpn_threshold=0.25, part_dim=16,
                  render_workers=1, loader_workers=1),
     # bench/gpu_priors_value.sh: DSA's 256 x 128 (MPN: 384 x 128), S = 32, Table 1's DSAG widths, ResNet-50,
     # the papers' P x K = 16 x 4 (DSA, BoT): 2x the CPU budget in iterations, 5x in images, on a 4x larger world
-    "gpu": dict(world_ids=200, images_per_id=12, size="256x128", dsap_size=32, steps=240, eval_every=4,
+    # (v2: DSA's lr as on the CPU; the paper's threshold 0.5 and part width 512, not degenerate at 256 x 128)
+    "gpu": dict(lr=8e-4, world_ids=200, images_per_id=12, size="256x128", dsap_size=32, steps=240, eval_every=4,
                 dsag_widths="32,64,64,128", backbone="resnet50", device="cuda", threads=2, seeds="0,1,2,3,4",
-                pk=(16, 4), render_workers=12, loader_workers=2),
+                pk=(16, 4), mpn_threshold=BINARIZE_THRESHOLD, part_dim=512, render_workers=12, loader_workers=2),
 }
 
 
@@ -455,7 +552,8 @@ def main(argv=None) -> int:
         mode.add_argument(f"--{name}", action="store_const", dest="preset", const=name, help=text)
     ap.add_argument("--out", default=str(ROOT / "runs" / "bench_priors_value"),
                     help="folder for world, store and runs (default runs/bench_priors_value)")
-    ap.add_argument("--variants", default=",".join(VARIANTS), help=f"subset of {list(VARIANTS)} (default: all)")
+    ap.add_argument("--variants", default=",".join(PROTOCOL_VARIANTS),
+                    help=f"comma-separated, of {list(VARIANTS)} (default: the protocol's six)")
     ap.add_argument("--store", help="train on this existing store (with priors/dsap and priors/mpn for --size) "
                                     "instead of building the protocol's world")
     ap.add_argument("--priors", choices=("oracle", "pose"), default="oracle",
@@ -470,17 +568,25 @@ def main(argv=None) -> int:
     ap.add_argument("--long-baseline", action="store_true", help="also baseline runs at twice the budget")
     ap.add_argument("--seeds", help="comma-separated training seeds (preset: 0-4)")
     ap.add_argument("--pk", nargs=2, type=int, metavar=("P", "K"), help="identities x images per batch (preset: 6 4)")
+    ap.add_argument("--lr", type=float, help="Adam learning rate, every variant (preset)")
+    ap.add_argument("--mpn-threshold", type=float,
+                    help="MPN prior: binarisation threshold of the feature-cell coverage (preset; MPN's own 0.5 "
+                         "is degenerate below ~256 px image height, see above)")
+    ap.add_argument("--part-dim", type=int, help="MPN part feature width (preset; the paper: 512 from 2048)")
     ap.add_argument("--dsag-widths", help="DSAG-Stream widths conv1,conv2,conv3_x,conv4_x (Table 1: 32,64,64,128)")
     ap.add_argument("--backbone", help="resnet18 | resnet50 (preset)")
     ap.add_argument("--device", help="cpu | cuda (preset)")
     ap.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"), help="mixed precision (default none)")
     ap.add_argument("--threads", type=int, help="torch threads per run (preset; 0 = all)")
-    ap.add_argument("--jobs", type=int, default=1, help="runs in parallel (default 1)")
+    ap.add_argument("--jobs", type=int, default=2, help="runs in parallel (default 2)")
     ap.add_argument("--time-budget", type=float, default=0,
                     help="seconds after which no new run starts (0 = none); runs go seed by seed, so the "
                          "report holds whole seeds first")
     ap.add_argument("--render-workers", type=int, help="processes rendering the world (preset)")
     ap.add_argument("--loader-workers", type=int, help="loader threads per run (preset)")
+    ap.add_argument("--pair-with", metavar="STORE_NAME",
+                    help="report the prior-free variants' finished runs of this other store of the same world "
+                         "(e.g. the oracle store when training only mpn,dsa on --priors pose; checked identical)")
     ap.add_argument("--rerun", action="store_true", help="train again where the same run already finished")
     ap.add_argument("--diagnose", action="store_true", help="diagnostics on the finished runs (see above)")
     args = ap.parse_args(argv)
@@ -526,6 +632,9 @@ def main(argv=None) -> int:
     if complete != seeds:
         print(f"  seeds with every variant: {complete}; the report uses only those")
         seeds = complete
+    if args.pair_with:
+        for name, rows in prior_free_runs(store, out / "runs" / args.pair_with, seeds, variants).items():
+            results[name] = rows
     from storage import open_store
 
     ix = open_store(store).ok_index

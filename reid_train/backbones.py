@@ -6,6 +6,10 @@ bn2[/conv3/bn3]`` and ``downsample.0/.1``), so an ImageNet ``state_dict`` saved
 by torchvision loads with :func:`load_pretrained`. Bottleneck blocks put the
 stride on the 3x3 convolution ("ResNet v1.5"), as torchvision does.
 
+``resnet18_w32`` (any depth, ``_wN`` suffix) is the same network with base width N instead of
+64 (stages N, 2N, 4N, 8N channels): a narrower trunk for CPU protocols where every variant
+shares it (``bench/bench_priors_value.py``); ImageNet weights exist for width 64 only.
+
 ``last_stride=1`` removes the down-sampling of ``layer4`` (Luo et al., "Bag of
 Tricks and a Strong Baseline for Deep Person Re-identification", CVPRW 2019,
 Sec. 3.5 "Last stride"): a 256x128 input then gives a 16x8 feature map
@@ -89,7 +93,7 @@ class Bottleneck(nn.Module):
 class ResNet(nn.Module):
     """ResNet trunk: stem + four stages; ``forward`` returns the layer4 map."""
 
-    def __init__(self, depth: int = 50, last_stride: int = 2):
+    def __init__(self, depth: int = 50, last_stride: int = 2, width: int = 64):
         super().__init__()
         if depth not in RESNET_SPECS:
             raise ValueError(f"unsupported ResNet depth {depth}; choose from {sorted(RESNET_SPECS)}")
@@ -97,18 +101,21 @@ class ResNet(nn.Module):
             raise ValueError(f"last_stride must be 1 or 2, got {last_stride}")
         kind, blocks = RESNET_SPECS[depth]
         block = BasicBlock if kind == "basic" else Bottleneck
+        if width < 8 or width % 8:
+            raise ValueError(f"ResNet base width must be a multiple of 8, got {width}")
         self.depth = depth
         self.last_stride = last_stride
-        self._c = 64
-        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        self.width = width
+        self._c = width
+        self.conv1 = nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        self.layer1 = self._stage(block, 64, blocks[0], stride=1)
-        self.layer2 = self._stage(block, 128, blocks[1], stride=2)
-        self.layer3 = self._stage(block, 256, blocks[2], stride=2)
-        self.layer4 = self._stage(block, 512, blocks[3], stride=last_stride)
-        self.out_channels = 512 * block.expansion
+        self.layer1 = self._stage(block, width, blocks[0], stride=1)
+        self.layer2 = self._stage(block, 2 * width, blocks[1], stride=2)
+        self.layer3 = self._stage(block, 4 * width, blocks[2], stride=2)
+        self.layer4 = self._stage(block, 8 * width, blocks[3], stride=last_stride)
+        self.out_channels = 8 * width * block.expansion
         del self._c
         self.reset_parameters()
 
@@ -141,7 +148,8 @@ class ResNet(nn.Module):
         return self.layer4(x)
 
     def extra_repr(self) -> str:
-        return f"depth={self.depth}, last_stride={self.last_stride}, out_channels={self.out_channels}"
+        return (f"depth={self.depth}, width={self.width}, last_stride={self.last_stride}, "
+                f"out_channels={self.out_channels}")
 
 
 def load_pretrained(model: nn.Module, path: str | Path) -> tuple[list[str], list[str]]:
@@ -173,17 +181,29 @@ def load_pretrained(model: nn.Module, path: str | Path) -> tuple[list[str], list
     return missing, unexpected
 
 
-def resnet(depth: int = 50, last_stride: int = 2, pretrained: str | Path | None = None) -> ResNet:
-    """Build ResNet-``depth`` (18, 34, 50 or 101); random init unless ``pretrained``
-    names a local torchvision ImageNet state_dict file."""
-    model = ResNet(depth, last_stride)
+def resnet(depth: int | str = 50, last_stride: int = 2, pretrained: str | Path | None = None) -> ResNet:
+    """Build ResNet-``depth`` (18, 34, 50 or 101, or a config name such as ``"resnet50"`` or
+    ``"resnet18_w32"``); random init unless ``pretrained`` names a local torchvision ImageNet
+    state_dict file."""
+    depth, width = parse_backbone(depth) if isinstance(depth, str) else (depth, 64)
+    if pretrained and width != 64:
+        raise ValueError(f"ImageNet weights exist for base width 64 only, not {width} (drop pretrained or _w{width})")
+    model = ResNet(depth, last_stride, width)
     if pretrained:
         load_pretrained(model, pretrained)
     return model
 
 
+def parse_backbone(name: str) -> tuple[int, int]:
+    """``"resnet50"`` -> (50, 64), ``"resnet18_w32"`` -> (18, 32): depth and base width of the
+    config's ``backbone`` field."""
+    body, _, w = name.partition("_w")
+    if not body.startswith("resnet") or not body[6:].isdigit() or (w and not w.isdigit()) or name.endswith("_w"):
+        raise ValueError(f"unknown backbone {name!r}; expected resnet18/34/50/101, optionally with _wN "
+                         "(base width N, e.g. resnet18_w32)")
+    return int(body[6:]), int(w) if w else 64
+
+
 def backbone_depth(name: str) -> int:
-    """``"resnet50"`` -> 50 (the config's ``backbone`` field)."""
-    if not name.startswith("resnet") or not name[6:].isdigit():
-        raise ValueError(f"unknown backbone {name!r}; expected resnet18/34/50/101")
-    return int(name[6:])
+    """``"resnet50"`` -> 50 (the config's ``backbone`` field; a ``_wN`` width suffix is allowed)."""
+    return parse_backbone(name)[0]

@@ -51,7 +51,7 @@ class TrainConfig:
     store: str = ""                  # store path or URL: evaluation runs on it (and training, when stores is empty)
     stores: tuple[str, ...] = ()     # train on the union of these stores (labels offset per store)
     # model
-    backbone: str = "resnet50"       # resnet18 | resnet34 | resnet50 | resnet101
+    backbone: str = "resnet50"       # resnet18 | resnet34 | resnet50 | resnet101 (_wN: base width N)
     last_stride: int = 2
     pretrained: str = ""             # local torchvision ImageNet state_dict file ("" = random init)
     # data

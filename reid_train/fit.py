@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "e.g. MPN from a baseline/IDE model")
     g = p.add_argument_group("common overrides (any config field: --set name=value; "
                              "defaults: the method's, see --show-config)")
-    g.add_argument("--backbone", help="resnet18 | resnet34 | resnet50 | resnet101")
+    g.add_argument("--backbone", help="resnet18 | resnet34 | resnet50 | resnet101; a _wN suffix "
+                   "(e.g. resnet18_w16) narrows the base width from 64 to N")
     g.add_argument("--input-size", dest="size", type=size_hw, metavar="HxW", help="network input size, e.g. 256x128")
     hidden_alias(g, "--size", "size", size_hw)
     g.add_argument("--pk", nargs=2, type=positive_int, metavar=("P", "K"), help="P identities x K images per batch")

@@ -6,7 +6,7 @@ import logging
 import pytest
 import torch
 
-from reid_train.backbones import backbone_depth, load_pretrained, resnet
+from reid_train.backbones import backbone_depth, load_pretrained, parse_backbone, resnet
 
 # torchvision's published parameter counts (with the 1000-way ImageNet fc)
 TORCHVISION_PARAMS = {18: 11_689_512, 34: 21_797_672, 50: 25_557_032}
@@ -68,7 +68,32 @@ def test_missing_and_unexpected_keys_reported(tmp_path, caplog):
 
 def test_backbone_names():
     assert backbone_depth("resnet34") == 34
+    assert parse_backbone("resnet50") == (50, 64) and parse_backbone("resnet18_w16") == (18, 16)
+    for bad in ("resnet18_w", "resnet18_wide", "resnet18w16", "resnet_w16"):
+        with pytest.raises(ValueError, match="unknown backbone"):
+            parse_backbone(bad)
     with pytest.raises(ValueError):
         backbone_depth("vgg16")
     with pytest.raises(ValueError):
         resnet(20)
+
+
+def test_narrow_resnet_scales_every_stage(tmp_path):
+    """resnet18_w16: stages 16/32/64/128 channels, the same strides, 1/16 of the stage weights
+    (width squared) and 1/4 of the stem's (3 input channels)."""
+    narrow, full = resnet("resnet18_w16", last_stride=1), resnet(18, last_stride=1)
+    assert [narrow.layer1[0].conv1.out_channels, narrow.layer2[0].conv1.out_channels,
+            narrow.layer3[0].conv1.out_channels, narrow.layer4[0].conv1.out_channels] == [16, 32, 64, 128]
+    assert narrow.out_channels == 128 and resnet("resnet50_w16").out_channels == 512
+    x = torch.randn(2, 3, 96, 32)
+    assert narrow(x).shape == (2, 128, 6, 2) and full(x).shape[2:] == (6, 2)
+    def stage_weights(net):
+        return sum(m.weight.numel() for n, m in net.named_modules() if isinstance(m, torch.nn.Conv2d) and n != "conv1")
+
+    assert stage_weights(narrow) * 16 == stage_weights(full)
+    assert narrow.conv1.weight.numel() * 4 == full.conv1.weight.numel()
+    torch.save(resnet(18).state_dict(), tmp_path / "w.pt")
+    with pytest.raises(ValueError, match="width 64 only"):
+        resnet("resnet18_w16", pretrained=tmp_path / "w.pt")
+    with pytest.raises(ValueError, match="multiple of 8"):
+        resnet("resnet18_w12")

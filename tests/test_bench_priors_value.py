@@ -71,5 +71,39 @@ def test_smoke_run_on_a_store(bench, synthetic_store, tmp_path):
     assert set(res) == {"pcb", "dsa", "dsa_fused"}
     for name in res:
         assert 0.0 <= res[name]["0"]["mAP"] <= 1.0
-    cmd = json.loads((out / "runs" / "pcb_s0" / "bench_cmd.json").read_text())
+    cmd = json.loads((out / "runs" / Path(synthetic_store).name / "pcb_s0" / "bench_cmd.json").read_text())
     assert "tasks=at_only" in cmd and "prior=uniform" in cmd and "epoch_multiplier=1" in cmd
+    assert "resnet18_w16" in cmd and "part_dim=16" in cmd       # the v2 trunk, shared; MPN's part width
+
+
+def test_runs_of_another_store_live_apart(bench, tmp_path):
+    """A run is re-used or deleted only for its own store (oracle vs pose priors, S, threshold)."""
+    oracle, pose = tmp_path / "store_a_oracle", tmp_path / "store_a_pose"
+    assert bench.runs_root(tmp_path, oracle) != bench.runs_root(tmp_path, pose)
+    assert "dsa_guide05" in bench.VARIANTS and "dsa_guide05" not in bench.PROTOCOL_VARIANTS
+
+
+def test_pair_with_reads_prior_free_runs_of_the_same_world(bench, synthetic_store, tmp_path):
+    (tmp_path / "store_oracle").symlink_to(synthetic_store)
+    run = tmp_path / "runs" / "store_oracle" / "pcb_s3"
+    run.mkdir(parents=True)
+    run.joinpath("metrics.json").write_text(json.dumps({"final_eval": {"rank1": 0.25, "mAP": 0.5}}))
+    got = bench.prior_free_runs(Path(synthetic_store), tmp_path / "runs" / "store_oracle", [3, 4], ["mpn", "dsa"])
+    assert got == {"pcb": {3: {"rank1": 0.25, "mAP": 0.5, "seconds": 0.0, "history": []}}}
+    assert bench.prior_free_runs(Path(synthetic_store), tmp_path / "runs" / "store_oracle", [3], ["pcb"]) == {}
+
+
+def test_diagnostic_variants_change_only_their_knob(bench, tmp_path):
+    import argparse
+
+    args = argparse.Namespace(**bench.PRESETS["cpu"], amp="none")
+    args.size = (96, 32)
+
+    def cmd(name):
+        return bench.fit_command(args, name, 0, tmp_path / "s", tmp_path / name, 640, 8)
+
+    dsa, warm, half = cmd("dsa"), cmd("dsa_warmup30"), cmd("dsa_guide05")
+    assert "warmup_epochs=8" in dsa and "warmup_epochs=24" in warm     # 10 % vs 30 % of 640 iterations / 8
+    assert [x for x in warm if x not in dsa] == [str(tmp_path / "dsa_warmup30"), "warmup_epochs=24"]
+    assert [x for x in half if x not in dsa] == [str(tmp_path / "dsa_guide05"), "guide_weight=0.5"]
+    assert "part_dim=32" in cmd("mpn") and "milestones=[56]" in dsa and "resnet18_w16" in dsa

@@ -155,6 +155,13 @@ def test_ablation_switches():
         assert torch.allclose(fused.extract(batch), fused(batch)["z_G"])
     with pytest.raises(ValueError, match="eval_branches"):
         small_cfg(branches="global", eval_branches="local").validate()
+    half = DSA(small_cfg(guide_weight=0.5), 10).eval()        # z = f + 0.5 d
+    with torch.no_grad():
+        out = half(batch)
+        f_G, f_L = half.mf(batch["images"])
+        d_G, d_L = half.guiding_features(batch["dsap"])
+    assert torch.allclose(out["z_G"], f_G + 0.5 * d_G) and torch.allclose(out["z_L"], torch.cat(f_L, 1) + 0.5 * d_L)
+    assert not torch.allclose(out["z_G"], f_G + d_G)
 
 
 def test_drop_training_modules_and_parameter_counts():

@@ -65,7 +65,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbones import backbone_depth, resnet
+from ..backbones import resnet
 from ..config import TrainConfig
 from ..evaluation.local_distance import LocalDistanceRows, local_distance, paired_local_distance
 from ..losses import cross_entropy_label_smooth, hard_example_mining, pairwise_distance
@@ -83,7 +83,7 @@ def aligned_augment() -> dict:
 class AlignedNet(nn.Module):
     """One AlignedReID network: backbone, global + local branches, classifier."""
 
-    def __init__(self, depth: int, last_stride: int, pretrained: str, local_dim: int, num_classes: int,
+    def __init__(self, depth: int | str, last_stride: int, pretrained: str, local_dim: int, num_classes: int,
                  local_bn_relu: bool = False):
         super().__init__()
         self.backbone = resnet(depth, last_stride, pretrained or None)
@@ -214,7 +214,7 @@ class AlignedReID(Method):
         super().__init__(cfg, num_classes)
         names = [cfg.backbone] + ([cfg.backbone2 or cfg.backbone] if cfg.mutual else [])
         self.nets = nn.ModuleList(
-            AlignedNet(backbone_depth(n), cfg.last_stride, cfg.pretrained, cfg.local_dim, num_classes,
+            AlignedNet(n, cfg.last_stride, cfg.pretrained, cfg.local_dim, num_classes,
                        cfg.local_bn_relu) for n in names
         )
         self.global_dim = self.nets[0].backbone.out_channels

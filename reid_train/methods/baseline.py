@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..backbones import backbone_depth, resnet
+from ..backbones import resnet
 from ..config import TrainConfig
 from ..losses import batch_hard_triplet, cross_entropy_label_smooth
 from . import register
@@ -87,7 +87,7 @@ class Baseline(Method):
         super().__init__(cfg, num_classes)
         if cfg.neck_feature not in ("after", "before"):
             raise ValueError(f"neck_feature must be 'after' or 'before', got {cfg.neck_feature!r}")
-        self.backbone = resnet(backbone_depth(cfg.backbone), cfg.last_stride, cfg.pretrained or None)
+        self.backbone = resnet(cfg.backbone, cfg.last_stride, cfg.pretrained or None)
         self.neck = BNNeck(self.backbone.out_channels, num_classes)
 
     def global_feature(self, images: torch.Tensor) -> torch.Tensor:
@@ -159,7 +159,7 @@ class IDE(Method):
 
     def __init__(self, cfg: "IDE.Config", num_classes: int):
         super().__init__(cfg, num_classes)
-        self.backbone = resnet(backbone_depth(cfg.backbone), cfg.last_stride, cfg.pretrained or None)
+        self.backbone = resnet(cfg.backbone, cfg.last_stride, cfg.pretrained or None)
         self.classifier = nn.Linear(self.backbone.out_channels, num_classes)
         nn.init.normal_(self.classifier.weight, std=0.001)
         nn.init.zeros_(self.classifier.bias)

@@ -29,6 +29,11 @@ fused)", ``[z_G, z_L]``; with ``eval_branches="global"``/``"local"``:
 ``streams="mf_only"`` ("Baseline (Two branches)": the MF-Stream alone with the
 same losses, i.e. ``d_G = d_L = 0`` so ``z = f``).
 
+Diagnostic knob, not in the paper: ``guide_weight`` scales the guidance in the
+fusion, ``z = f + guide_weight * d`` (the paper's Sec. 3.2.3 sum is 1.0, the
+default); ``bench/bench_priors_value.py`` uses 0.5 to test whether the fused
+losses starve the MF-Stream of metric gradient.
+
 Choices where the paper is silent (and where the issue is followed):
 
 * the loss weights are per term: the issue says "ID loss on f_G and on each
@@ -57,7 +62,7 @@ import torch
 from torch import nn
 
 from ..data.augment import flip_dsap_torch
-from ..backbones import backbone_depth, conv1x1, resnet
+from ..backbones import conv1x1, resnet
 from ..config import TrainConfig
 from ..losses import batch_hard_triplet, cross_entropy_label_smooth
 from . import register
@@ -117,7 +122,7 @@ class MFStream(nn.Module):
     ``backbone`` keeps torchvision's names so ImageNet weights load; its
     ``layer4`` *is* the global branch (None when the global branch is off)."""
 
-    def __init__(self, depth: int, last_stride: int, pretrained: str = "", use_global: bool = True,
+    def __init__(self, depth: int | str, last_stride: int, pretrained: str = "", use_global: bool = True,
                  use_local: bool = True, pretrained_head: bool = False, n_parts: int = N_MERGED_PARTS):
         super().__init__()
         self.backbone = resnet(depth, last_stride, pretrained or None)
@@ -186,6 +191,7 @@ class DSA(Method):
         mf_id_weight: float = 0.5        # ID loss on f_G and on each f_L,i
         triplet_weight: float = 1.5      # on z_G and z_L
         fused_id_weight: float = 1.0     # on z_G and z_L
+        guide_weight: float = 1.0        # z = f + guide_weight * d (Sec. 3.2.3: 1); a diagnostic knob
         streams: str = "two"             # two | mf_only ("Baseline (Two branches)")
         branches: str = "both"           # both | global | local ("Single")
         eval_feature: str = "mf"         # mf ([f_G, f_L]) | fused ([z_G, z_L])
@@ -209,7 +215,7 @@ class DSA(Method):
     def __init__(self, cfg: "DSA.Config", num_classes: int):
         super().__init__(cfg, num_classes)
         use_g, use_l = cfg.branches in ("both", "global"), cfg.branches in ("both", "local")
-        self.mf = MFStream(backbone_depth(cfg.backbone), cfg.last_stride, cfg.pretrained, use_g, use_l,
+        self.mf = MFStream(cfg.backbone, cfg.last_stride, cfg.pretrained, use_g, use_l,
                            cfg.pretrained_head)
         gd, ld = self.mf.global_dim, self.mf.local_dim
         self.dsag = None
@@ -248,12 +254,12 @@ class DSA(Method):
             d_G, d_L = self.guiding_features(batch["dsap"].to(batch["images"].dtype))
         if f_G is not None:
             out["f_G"] = f_G
-            out["z_G"] = f_G + d_G if d_G is not None else f_G                   # Sec. 3.2.3
+            out["z_G"] = f_G + self.cfg.guide_weight * d_G if d_G is not None else f_G   # Sec. 3.2.3
         if f_L_parts is not None:
             out["f_L_parts"] = torch.stack(f_L_parts)                            # (8, B, 256)
             f_L = torch.cat(f_L_parts, dim=1)
             out["f_L"] = f_L
-            out["z_L"] = f_L + d_L if d_L is not None else f_L
+            out["z_L"] = f_L + self.cfg.guide_weight * d_L if d_L is not None else f_L
         return out
 
     # --- losses (Sec. 3.2.4) -------------------------------------------------

@@ -68,7 +68,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbones import backbone_depth, resnet
+from ..backbones import resnet
 from ..config import TrainConfig
 from ..losses import cross_entropy_label_smooth, hard_example_mining, pairwise_distance
 from . import register
@@ -227,7 +227,7 @@ class MPN(Method):
 
     def __init__(self, cfg: "MPN.Config", num_classes: int):
         super().__init__(cfg, num_classes)
-        self.backbone = resnet(backbone_depth(cfg.backbone), cfg.last_stride, cfg.pretrained or None)
+        self.backbone = resnet(cfg.backbone, cfg.last_stride, cfg.pretrained or None)
         c, d, n = self.backbone.out_channels, cfg.part_dim, cfg.parts
         use_mt, use_at = cfg.tasks != "at_only", cfg.tasks != "mt_only"
 

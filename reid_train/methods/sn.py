@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..backbones import backbone_depth, resnet
+from ..backbones import resnet
 from ..config import TrainConfig
 from ..losses import pairwise_euclidean
 from . import register
@@ -164,7 +164,7 @@ class SupportNeighbor(Method):
 
     def __init__(self, cfg: "SupportNeighbor.Config", num_classes: int):
         super().__init__(cfg, num_classes)
-        self.backbone = resnet(backbone_depth(cfg.backbone), cfg.last_stride, cfg.pretrained or None)
+        self.backbone = resnet(cfg.backbone, cfg.last_stride, cfg.pretrained or None)
 
     def embedding(self, images: torch.Tensor) -> torch.Tensor:
         """The 2048-d (ResNet-50) global average pooled feature."""
