@@ -1,8 +1,13 @@
 """Shared fixtures: real crops from ../shared/data, a Prefect test API for flow tests."""
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
+from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
+from typing import Iterator
 
 import pytest
 
@@ -14,6 +19,21 @@ CUHK03 = SHARED_DATA / "cuhk03_labeled_val"
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@contextmanager
+def bench_module(name: str) -> Iterator[ModuleType]:
+    """``bench/<name>.py`` imported as a module, with bench/ on ``sys.path`` while it is used
+    (the benches import each other by plain name)."""
+    bench_dir = ROOT / "bench"
+    sys.path.insert(0, str(bench_dir))
+    try:
+        spec = importlib.util.spec_from_file_location(name, bench_dir / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        yield mod
+    finally:
+        sys.path.remove(str(bench_dir))
 
 
 def need_shared_data(path: Path = MINI_MARKET) -> Path:

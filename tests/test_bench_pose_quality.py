@@ -3,24 +3,15 @@
 The benchmark itself runs in bench/ (BENCHMARKS.md); here its pieces, with hand-computed expectations."""
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
-
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_pose_quality.py"
+from conftest import bench_module
 
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(BENCH.parent))
-    spec = importlib.util.spec_from_file_location("bench_pose_quality", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    yield mod
-    sys.path.remove(str(BENCH.parent))
+    with bench_module("bench_pose_quality") as mod:
+        yield mod
 
 
 def front_skeleton() -> np.ndarray:

@@ -4,25 +4,18 @@ The benchmark itself runs in bench/ (BENCHMARKS.md); here only the pieces and a 
 on the suite's synthetic store."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_priors_value.py"
+from conftest import bench_module
 
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(BENCH.parent))
-    spec = importlib.util.spec_from_file_location("bench_priors_value", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    yield mod
-    sys.path.remove(str(BENCH.parent))
+    with bench_module("bench_priors_value") as mod:
+        yield mod
 
 
 def test_detection_errors_have_the_protocol_rates(bench):
