@@ -52,6 +52,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import statistics
 import subprocess
 import sys
@@ -188,6 +189,22 @@ def finished(run_dir: Path, cmd: list[str]) -> dict | None:
     return {**summary, "seconds": seconds} if same and summary.get("final_eval") else None
 
 
+def run_or_reuse(run_dir: Path, cmd: list[str], rerun: bool = False) -> tuple[dict, str]:
+    """The summary (``metrics.json`` plus ``seconds``) of ``cmd`` trained into ``run_dir``, and a note:
+    an earlier finished run of exactly ``cmd`` is re-used unless ``rerun``; anything else there is
+    replaced (fit refuses a folder that is not a finished run of the same settings)."""
+    done = finished(run_dir, cmd)
+    if done and not rerun:
+        return done, ", re-used"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    dt = run(cmd, run_dir.parent / f"{run_dir.name}.log")
+    (run_dir / "bench_cmd.json").write_text(json.dumps(cmd[1:]))
+    (run_dir / "bench_seconds.txt").write_text(f"{dt:.1f}")
+    return {**json.loads((run_dir / "metrics.json").read_text()), "seconds": dt}, ""
+
+
 def fmt(values: list[float]) -> str:
     if len(values) > 1:
         return f"{100 * statistics.mean(values):5.1f} ± {100 * statistics.stdev(values):4.1f}"
@@ -243,19 +260,8 @@ def main(argv=None) -> int:
         for name in variants:
             run_dir = out / "runs" / f"{name}_s{seed}"
             cmd = fit_command(args, name, seed, store, run_dir, epochs)
-            done = finished(run_dir, cmd)
-            if done and not args.rerun:
-                final, dt, note = done["final_eval"], done["seconds"], ", re-used"
-            else:
-                if run_dir.exists():  # fit refuses a folder that is not a finished run of the same settings
-                    import shutil
-
-                    shutil.rmtree(run_dir)
-                run_dir.parent.mkdir(parents=True, exist_ok=True)
-                dt = run(cmd, run_dir.parent / f"{run_dir.name}.log")
-                (run_dir / "bench_cmd.json").write_text(json.dumps(cmd[1:]))
-                final, note = json.loads((run_dir / "metrics.json").read_text())["final_eval"], ""
-                (run_dir / "bench_seconds.txt").write_text(f"{dt:.1f}")
+            summary, note = run_or_reuse(run_dir, cmd, args.rerun)
+            final, dt = summary["final_eval"], summary["seconds"]
             results[name][seed] = {"rank1": final["rank1"], "mAP": final["mAP"], "seconds": dt}
             print(f"  {name:12s} seed {seed}: rank-1 {100 * final['rank1']:5.1f}  mAP {100 * final['mAP']:5.1f}"
                   f"  ({dt:5.1f} s{note})", flush=True)

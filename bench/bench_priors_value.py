@@ -155,7 +155,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_methods import evaluate_with, finished, fmt, run, steps_per_epoch  # noqa: E402
+from bench_methods import evaluate_with, fmt, run, run_or_reuse, steps_per_epoch  # noqa: E402
 from priors.mpn_prior import BINARIZE_THRESHOLD  # noqa: E402
 
 VARIANTS = {
@@ -293,20 +293,7 @@ def fit_command(args, name: str, seed: int, store: Path, run_dir: Path, steps: i
 def train_one(args, name: str, seed: int, store: Path, out: Path, steps: int, spe: int) -> dict:
     run_dir = runs_root(out, store) / f"{name}_s{seed}"
     cmd = fit_command(args, name, seed, store, run_dir, steps, spe)
-    done = finished(run_dir, cmd)
-    if done and not args.rerun:
-        summary, note = done, ", re-used"
-    else:
-        if run_dir.exists():  # fit refuses a folder that is not a finished run of the same settings
-            import shutil
-
-            shutil.rmtree(run_dir)
-        run_dir.parent.mkdir(parents=True, exist_ok=True)
-        dt = run(cmd, run_dir.parent / f"{run_dir.name}.log")
-        (run_dir / "bench_cmd.json").write_text(json.dumps(cmd[1:]))
-        (run_dir / "bench_seconds.txt").write_text(f"{dt:.1f}")
-        summary = {**json.loads((run_dir / "metrics.json").read_text()), "seconds": dt}
-        note = ""
+    summary, note = run_or_reuse(run_dir, cmd, args.rerun)
     final = summary["final_eval"]
     row = {"rank1": final["rank1"], "mAP": final["mAP"], "seconds": summary["seconds"],
            "history": summary.get("eval_history", [])}

@@ -208,6 +208,16 @@ def add_quiet(p: argparse.ArgumentParser, help: str = "no progress bars; only wa
                    default=argparse.SUPPRESS)
 
 
+def refuse_unused_flags(args: argparse.Namespace, chosen: str, flags: dict[str, tuple[str, str]]) -> None:
+    """One clear error for a backend-specific flag given with another backend.
+
+    ``flags`` maps an argument's dest to (its flag, the backend it is for); a flag left at
+    ``None`` is not given. Without this check such a flag would be silently ignored."""
+    for dest, (flag, backend) in flags.items():
+        if getattr(args, dest, None) is not None and chosen != backend:
+            raise ValueError(f"{flag} applies only to {backend}, not {chosen} (drop it)")
+
+
 def configure_logging(quiet: bool) -> None:
     """INFO lines with time and module, or only warnings and errors with ``-q``."""
     import logging

@@ -81,6 +81,12 @@ def test_pipelines_mistakes(pipelines_main, synthetic_world, synthetic_store, tm
         (["build-mpn-priors", "--store", store, "--parsing", "oracle", "--segmentation", "oracle",
           "--threshold", "2"], "--threshold: must be in [0, 1]"),
         (["build-dsap", "--store", store, "--estimator", "oracle", "--workers", "-3"], "must be >= 0, got -3"),
+        (["build-dsap", "--store", store, "--estimator", "oracle", "--canvas", "2x4"],
+         "--canvas applies only to --estimator densepose, not --estimator oracle"),
+        (["build-dsap", "--store", store, "--estimator", "pose-chart", "--config", str(a_file)],
+         "--config applies only to --estimator densepose, not --estimator pose-chart"),
+        (["build-mpn-priors", "--store", store, "--parsing", "oracle", "--segmentation", "oracle",
+          "--test-size", "200"], "--test-size applies only to --segmentation maskrcnn, not --segmentation oracle"),
     ]
     for argv, expected in cases:
         line = _fails(pipelines_main, argv, capsys)
