@@ -5,9 +5,11 @@ row skipped without it): ``aligned_reid/utils/distance.py:local_dist`` -- one fl
 product for all part pairs, ``(e^x - 1) / (e^x + 1)``, then the shortest path as a Python
 double loop over the H x H cells, vectorised over all pairs (what its evaluation runs).
 
-Ours: :func:`reid_train.evaluation.local_distance.local_distance_cpu` (one compiled pass per
-tile of 4 x 16 pairs, direct differences in 4 x 4 register blocks, threads following the free
-cores) and, for reference, the torch tile path :func:`local_distance` that training uses.
+Ours: :func:`reid_train.evaluation.local_distance.local_distance_cpu` (the kernel of
+``reid_train/evaluation/local_distance_kernel.py``: direct differences vectorised over 16 gallery
+images per tile, 2 x 8 part register blocks, threads following the free cores; its one-time
+compilation is done before timing) and, for reference, the torch tile path :func:`local_distance`
+that training uses.
 Also timed: the peer's first step alone, the float32 product ``(N H, c) x (c, M H)`` of numpy's
 BLAS -- the floor of any "BLAS product, then fix the cancelled cells" design.
 

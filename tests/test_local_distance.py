@@ -202,13 +202,15 @@ def test_cpu_kernel_matches_per_pair_loop_and_saturates():
         local_distance_cpu(q, g[:, :, :3])
 
 
-@pytest.mark.parametrize("h, c, n, m", [(8, 128, 5, 17), (8, 33, 4, 16), (6, 20, 9, 31), (5, 7, 3, 2),
-                                        (3, 9, 1, 1), (1, 4, 6, 19), (12, 16, 7, 18)])
+@pytest.mark.parametrize("h, c, n, m", [(8, 128, 5, 17), (8, 33, 4, 16), (8, 9, 2, 150), (4, 20, 9, 31),
+                                        (3, 7, 3, 2), (3, 9, 1, 1), (1, 4, 6, 19), (11, 16, 7, 18)])
 def test_cpu_kernel_tile_edges_and_part_counts(h, c, n, m):
-    """The kernel works on 4 x 16 pair tiles and 4 x 4 part blocks: counts of
-    queries / gallery images / parts that are not multiples (partial tiles,
-    remainder parts, H < 4) must give the float64 double loop's values, on
-    random inputs and on duplicates / near-duplicates of the queries."""
+    """The kernel works on tiles of 1 query x 16 gallery images, runs of 8 tiles
+    per job, and register blocks of 2 query parts x up to 8 gallery parts (one
+    generated kernel per H): counts that are not multiples (a partial tile,
+    more than one run, an odd H's last part row, H > 8 in two column chunks,
+    H = 1, one query, one gallery image) must give the float64 double loop's
+    values, on random inputs and on duplicates / near-duplicates of the queries."""
     rng = np.random.default_rng(h * 1000 + c)
     q = np.abs(rng.standard_normal((n, h, c)) * 2).astype(np.float32)
     g = np.abs(rng.standard_normal((m, h, c)) * 2).astype(np.float32)
@@ -233,3 +235,52 @@ def test_kernel_threads_follow_free_cores(monkeypatch):
     assert threads.free_cores() == 1
     with threads.kernel_threads(1):
         assert threads.numba.get_num_threads() == 1
+
+
+def test_gallery_lanes_layout_and_padding():
+    """``gallery_lanes`` puts image ``16 t + l``'s part ``b``, channel ``k`` at
+    ``[t, k, b, l]``; lanes past G are zeros (their results are never written)."""
+    from reid_train.evaluation.local_distance_kernel import LANES, gallery_lanes, local_distance_lanes
+    rng = np.random.default_rng(5)
+    g = rng.standard_normal((21, 3, 5)).astype(np.float32)
+    yt = gallery_lanes(g)
+    assert yt.shape == (2, 5, 3, LANES) and LANES == 16
+    assert yt[1, 4, 2, 3] == g[19, 2, 4] and yt[0, 0, 1, 15] == g[15, 1, 0]
+    np.testing.assert_array_equal(yt.transpose(0, 3, 2, 1).reshape(32, 3, 5)[:21], g)
+    assert not yt[1, :, :, 5:].any()
+    q = rng.standard_normal((2, 3, 5)).astype(np.float32)
+    np.testing.assert_array_equal(local_distance_lanes(q, yt, 21), local_distance_cpu(q, g))
+    assert local_distance_lanes(q, yt, 0).shape == (2, 0)
+    with pytest.raises(ValueError):
+        local_distance_lanes(q[:, :2], yt, 21)
+
+
+def test_generated_kernel_source_covers_every_part_pair_once():
+    """The generated tile writes each cell x lane exactly once per pass: the 2-row
+    blocks (over the even part rows) cover rows a, a + 1 x all H gallery parts, an
+    odd H's 1-row block (a = H - 1) its last row; at most 2 query parts and 8
+    gallery parts per register block."""
+    import re
+    from reid_train.evaluation.local_distance_kernel import kernel_source
+    store = r"cells\[\(a \+ (\d)\) \* {h} \+ (\d+), (\d+)\]"
+    for h in (1, 3, 8, 11):
+        src = kernel_source(h).split("def local_distance_h")[0]
+        compile(src, "<kernel>", "exec")
+        pairs, _, last = src.partition(f"    a = {h - 1}\n")
+        assert bool(last) == bool(h % 2) and (f"range(0, {h - h % 2}, 2)" in pairs) == (h > 1)
+        for section, rows in ((pairs, 2 if h > 1 else 0), (last, 1 if h % 2 else 0)):
+            cells = re.findall(store.format(h=h), section)
+            assert len(cells) == len(set(cells)) == rows * h * 16
+            assert {(int(r), int(b), int(lane)) for r, b, lane in cells} == {
+                (r, b, lane) for r in range(rows) for b in range(h) for lane in range(16)}
+            for block in section.split("for k in range(c):")[1:]:
+                assert len(set(re.findall(r"= x\[i, a \+ (\d), k\]", block))) <= 2
+                assert len(set(re.findall(r"= yt\[blk, k, (\d+), \d+\]", block))) <= 8
+
+
+def test_kernel_compile_restores_numba_config():
+    import numba
+    from reid_train.evaluation.local_distance_kernel import local_distance_cpu as cpu
+    before = numba.config.SLP_VECTORIZE
+    cpu(np.ones((1, 2, 3), np.float32), np.zeros((2, 2, 3), np.float32))
+    assert numba.config.SLP_VECTORIZE == before

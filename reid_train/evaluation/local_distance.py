@@ -30,9 +30,10 @@ Entry points:
 * :func:`paired_local_distance` ``(B,H,C), (B,H,C) -> (B,)``: row ``b`` with
   row ``b`` (TriHard's mined anchor/positive and anchor/negative pairs);
 * :func:`local_distance_cpu`: query x gallery on the CPU at evaluation time,
-  one compiled pass per tile of 4 x 16 pairs (direct differences in 4 x 4
-  register blocks, exact for duplicates; Eq. 1-2 vectorised over the tile's
-  pairs; threads follow the free cores);
+  the compiled kernel of :mod:`.local_distance_kernel` (direct differences,
+  exact for duplicates, vectorised over 16 gallery images at a time, at the
+  rate of a float32 BLAS product of the same size; threads follow the free
+  cores);
 * :func:`local_distance_blocks` / :class:`LocalDistanceRows`: query x gallery
   at evaluation time -- :func:`local_distance_cpu` for CPU features, else
   ``block`` queries x ``gallery_block`` gallery images per GPU tile (the full
@@ -47,24 +48,21 @@ differences; both stay within 1e-5 of a float64 double loop on duplicates
 
 Why direct differences and not a BLAS product plus a re-check of the cells
 that may have cancelled: that variant was built and measured (2026-12-01,
-500 x 2,000, H = 8, c = 128, load 4): products in 64 x 512-image tiles (8 MB,
-so the product is consumed from cache), then one compiled pass keeping a cell
-only where the bound ``gamma_C (|a|^2 + |b|^2)`` on float32 cancellation
-provably cannot move Eq. 1 by 5e-7, recomputing the others. It took 0.79 s CPU
-against 0.52 s for this kernel: BLAS runs such tiles at a quarter of its
-whole-matrix rate (0.74 s vs 0.20 s CPU for the same flops), and the pass over
-the product costs as much as the direct kernel. The whole-matrix product alone
-(0.10 s wall at load 2.6, bench/bench_local_distance.py) is faster than this
-kernel (0.18 s), so only a design holding the (N H, M H) product (256 MB here)
-could win, at that memory.
+500 x 2,000, H = 8, c = 128, load 4): products in 64 x 512-image tiles, then
+one compiled pass keeping a cell only where the bound ``gamma_C (|a|^2 +
+|b|^2)`` on float32 cancellation provably cannot move Eq. 1 by 5e-7,
+recomputing the others. It took 0.79 s CPU against 0.52 s for the direct
+kernel of that day: BLAS runs such tiles at a quarter of its whole-matrix
+rate, and the pass over the product costs as much as the direct kernel. The
+direct kernel now runs at about the whole-matrix product's own rate, which
+is the floor of any product-based design.
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
 import torch
 
-from .threads import kernel_threads
+from .local_distance_kernel import gallery_lanes, local_distance_cpu, local_distance_lanes
 
 SQRT_EPS = 1e-12
 
@@ -151,158 +149,13 @@ def paired_local_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return _shortest_path_hh(_normalise(sq))
 
 
-# Eq. 1 as a rational function: tanh(x) = x P(t) / Q(t), t = (x / 9.5)^2, on [0, 9.5]
-# (least-squares fit, max error 1.5e-10 in float64; tanh(9.5) = 1 - 1.1e-8, so x is
-# clamped there). Unlike libm's tanh it vectorises, which is what makes the kernel fast.
-_TANH_CLAMP = 9.5
-_TANH_P = (0.9999999999949591, 12.722098305991976, 36.01964893040269, 31.00016622346273,
-           7.331317803030607, 0.2170330833674295)
-_TANH_Q = (1.0, 42.80543162740152, 237.7413864314599, 367.6236921379491, 172.07850244616517,
-           17.508507922111257)
-_QUERY_TILE, _GALLERY_TILE = 4, 16  # pairs per tile: 4 queries (16 KB at H = 8, c = 128) x 16 gallery images
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _tanh_half_sqrt(sq):
-    """Eq. 1 from a squared distance: tanh(sqrt(sq) / 2), to 2e-10."""
-    x = min(np.sqrt(max(sq, 0.0)) * 0.5, _TANH_CLAMP)
-    t = (x * (1.0 / _TANH_CLAMP)) ** 2
-    p = _TANH_P[0] + t * (_TANH_P[1] + t * (_TANH_P[2] + t * (_TANH_P[3] + t * (_TANH_P[4] + t * _TANH_P[5]))))
-    q = _TANH_Q[0] + t * (_TANH_Q[1] + t * (_TANH_Q[2] + t * (_TANH_Q[3] + t * (_TANH_Q[4] + t * _TANH_Q[5]))))
-    return x * p / q
-
-
-@numba.njit(cache=True, nogil=True, inline="always", fastmath={"reassoc", "contract"})
-def _cell(x, i, a, y, j, b):
-    """Squared distance of part ``a`` of query ``i`` and part ``b`` of gallery image ``j``."""
-    acc = np.float32(0.0)
-    for k in range(x.shape[2]):
-        t = x[i, a, k] - y[j, b, k]
-        acc += t * t
-    return acc
-
-
-@numba.njit(cache=True, nogil=True, inline="always", fastmath={"reassoc", "contract"})
-def _cells_4x4(x, i, a, y, j, b, cells, p):
-    """Squared distances of parts ``a..a+3`` x ``b..b+3`` in one pass over the
-    channels: 8 vector loads feed 16 accumulators (the register block that
-    keeps the loop on the FP pipes, not on the loads); into ``cells[:, p]``."""
-    h = x.shape[1]
-    s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = np.float32(0.0)
-    s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = np.float32(0.0)
-    for k in range(x.shape[2]):
-        x0, x1, x2, x3 = x[i, a, k], x[i, a + 1, k], x[i, a + 2, k], x[i, a + 3, k]
-        y0, y1, y2, y3 = y[j, b, k], y[j, b + 1, k], y[j, b + 2, k], y[j, b + 3, k]
-        s00 += (x0 - y0) * (x0 - y0)
-        s01 += (x0 - y1) * (x0 - y1)
-        s02 += (x0 - y2) * (x0 - y2)
-        s03 += (x0 - y3) * (x0 - y3)
-        s10 += (x1 - y0) * (x1 - y0)
-        s11 += (x1 - y1) * (x1 - y1)
-        s12 += (x1 - y2) * (x1 - y2)
-        s13 += (x1 - y3) * (x1 - y3)
-        s20 += (x2 - y0) * (x2 - y0)
-        s21 += (x2 - y1) * (x2 - y1)
-        s22 += (x2 - y2) * (x2 - y2)
-        s23 += (x2 - y3) * (x2 - y3)
-        s30 += (x3 - y0) * (x3 - y0)
-        s31 += (x3 - y1) * (x3 - y1)
-        s32 += (x3 - y2) * (x3 - y2)
-        s33 += (x3 - y3) * (x3 - y3)
-    r = a * h + b
-    cells[r, p], cells[r + 1, p], cells[r + 2, p], cells[r + 3, p] = s00, s01, s02, s03
-    r += h
-    cells[r, p], cells[r + 1, p], cells[r + 2, p], cells[r + 3, p] = s10, s11, s12, s13
-    r += h
-    cells[r, p], cells[r + 1, p], cells[r + 2, p], cells[r + 3, p] = s20, s21, s22, s23
-    r += h
-    cells[r, p], cells[r + 1, p], cells[r + 2, p], cells[r + 3, p] = s30, s31, s32, s33
-
-
-@numba.njit(cache=True, nogil=True, parallel=True, fastmath={"reassoc", "contract"})
-def _local_distance_kernel(x, y, out):
-    """(N, M) Eq. 1 + Eq. 2 for float32 (N, H, C) x (M, H, C), no temporaries
-    beyond one tile.
-
-    Threads over tiles of ``_QUERY_TILE`` queries; each walks the gallery
-    ``_GALLERY_TILE`` images at a time, so a tile is P = 64 pairs:
-
-    1. squared element distances from direct differences ``sum_c (a_c - b_c)^2``
-       (exact for duplicates, unlike ``|a|^2 + |b|^2 - 2 a.b``), 4 x 4 part
-       blocks (:func:`_cells_4x4`; single cells for the remainder when H is
-       not a multiple of 4), into ``cells`` laid out (H^2, P);
-    2. Eq. 1 (:func:`_tanh_half_sqrt`, float64) fused into Eq. 2, the row
-       recurrence ``S_b = min(S_b, S_{b-1}) + d_ab`` in float64, both
-       vectorised over the P pairs of the tile (no per-pair latency chain).
-
-    Error bound (against exact arithmetic on the float32 inputs): each
-    float32 sum of 128 squares is within ~12 u = 7e-7 of its value relative
-    (16 lanes of 8 terms, then a 4-level tree), so ``x = sqrt`` is within
-    3.6e-7 relative and ``tanh(x / 2)``, whose ``x d/dx`` is at most 0.45,
-    within 1.6e-7 absolute; a path sums 2H - 1 cells and ``min`` is
-    1-Lipschitz: 2.4e-6 at H = 8, plus 6e-8 for the float32 result."""
-    n, h, _ = x.shape
-    m = y.shape[0]
-    pairs = _QUERY_TILE * _GALLERY_TILE
-    h4 = h - h % 4
-    for tile in numba.prange((n + _QUERY_TILE - 1) // _QUERY_TILE):
-        cells = np.zeros((h * h, pairs), np.float32)
-        path = np.empty((h, pairs), np.float64)
-        i0 = tile * _QUERY_TILE
-        i1 = min(i0 + _QUERY_TILE, n)
-        for j0 in range(0, m, _GALLERY_TILE):
-            j1 = min(j0 + _GALLERY_TILE, m)
-            for j in range(j0, j1):
-                for i in range(i0, i1):
-                    p = (i - i0) * _GALLERY_TILE + j - j0
-                    for a in range(0, h4, 4):
-                        for b in range(0, h4, 4):
-                            _cells_4x4(x, i, a, y, j, b, cells, p)
-                    for a in range(h):
-                        for b in range(h4 if a < h4 else 0, h):
-                            cells[a * h + b, p] = _cell(x, i, a, y, j, b)
-            for p in range(pairs):
-                path[0, p] = _tanh_half_sqrt(np.float64(cells[0, p]))
-            for b in range(1, h):
-                for p in range(pairs):
-                    path[b, p] = path[b - 1, p] + _tanh_half_sqrt(np.float64(cells[b, p]))
-            for a in range(1, h):
-                for p in range(pairs):
-                    path[0, p] += _tanh_half_sqrt(np.float64(cells[a * h, p]))
-                for b in range(1, h):
-                    for p in range(pairs):
-                        path[b, p] = min(path[b, p], path[b - 1, p]) + _tanh_half_sqrt(np.float64(cells[a * h + b, p]))
-            for i in range(i0, i1):
-                for j in range(j0, j1):
-                    out[i, j] = path[h - 1, (i - i0) * _GALLERY_TILE + j - j0]
-
-
-def local_distance_cpu(qf_local, gf_local) -> np.ndarray:
-    """(Q, G) float32 local distances (Eq. 1 + Eq. 2) of query (Q, H, C) x gallery
-    (G, H, C) local features on the CPU: the compiled one-pass kernel, threads
-    following the free cores (:func:`reid_train.evaluation.threads.free_cores`).
-    Agrees with a float64 double loop to ~1e-6 (exact for duplicates)."""
-    x = np.ascontiguousarray(_as_numpy(qf_local), dtype=np.float32)
-    y = np.ascontiguousarray(_as_numpy(gf_local), dtype=np.float32)
-    if x.ndim != 3 or y.ndim != 3 or x.shape[1:] != y.shape[1:]:
-        raise ValueError(f"need (N, H, C) and (M, H, C) local features, got {x.shape} and {y.shape}")
-    out = np.empty((x.shape[0], y.shape[0]), np.float32)
-    with kernel_threads():
-        _local_distance_kernel(x, y, out)
-    return out
-
-
-def _as_numpy(a) -> np.ndarray:
-    return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
-
-
 class LocalDistanceRows:
     """Callable ``(start, stop) -> (stop - start, G)`` float32 numpy local
     distances of query rows ``start:stop`` to the whole gallery, computed in
     ``block x gallery_block`` tiles under ``no_grad`` (a ``DistanceRows``
     for :func:`reid_train.evaluation.evaluate_rank`). The features stay
     torch tensors on their device: on the CPU the rows come from the compiled
-    kernel (:func:`local_distance_cpu`, no tiles needed), on a GPU from
+    kernel (:func:`local_distance_lanes` on the gallery re-laid once), on a GPU from
     :func:`local_distance` tiles there."""
 
     def __init__(self, qf_local, gf_local, block: int = 64, gallery_block: int = 512):
@@ -313,13 +166,13 @@ class LocalDistanceRows:
             raise ValueError("block sizes must be >= 1")
         self.block, self.gallery_block = int(block), int(gallery_block)
         self.shape = (self.qf.shape[0], self.gf.shape[0])
-        if self.qf.device.type == "cpu":
-            self.qf_np, self.gf_np = self.qf.contiguous().numpy(), self.gf.contiguous().numpy()
+        if self.qf.device.type == "cpu":  # the gallery re-laid once for the compiled kernel
+            self.qf_np, self.gallery_lanes = self.qf.contiguous().numpy(), gallery_lanes(self.gf.numpy())
 
     @torch.no_grad()
     def __call__(self, start: int, stop: int) -> np.ndarray:
         if self.qf.device.type == "cpu":
-            return local_distance_cpu(self.qf_np[start:stop], self.gf_np)
+            return local_distance_lanes(self.qf_np[start:stop], self.gallery_lanes, self.shape[1])
         out = np.empty((stop - start, self.shape[1]), np.float32)
         for s in range(start, stop, self.block):
             e = min(s + self.block, stop)
