@@ -276,13 +276,16 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 def flow_params(args: argparse.Namespace) -> dict[str, Any]:
     """Flow parameters of a parsed command line (the same names, docs/cli.md); a densepose-only
-    flag given with another estimator is one error line, not silently ignored."""
+    flag given with another estimator (``--device cuda`` with oracle, too) is one error line, not
+    silently ignored."""
     from storage.cli import refuse_unused_flags
 
     refuse_unused_flags(args, f"--estimator {args.estimator}", {
         dest: (flag, "--estimator densepose") for dest, flag in (
-            ("weights", "--weights"), ("config", "--config"), ("test_size", "--test-size"), ("canvas", "--canvas"),
-            ("detections_per_crop", "--detections-per-crop"))} | {"dump": ("--dump", "--estimator densepose-dump")})
+            ("weights", "--weights"), ("config", "--config"), ("device", "--device"), ("batch_size", "--batch-size"),
+            ("test_size", "--test-size"), ("canvas", "--canvas"), ("detections_per_crop", "--detections-per-crop"),
+            ("densepose_head", "--densepose-head"))} | {"dump": ("--dump", "--estimator densepose-dump"), "root": ("--root", "--estimator oracle")},
+        defaults={"device": "cpu", "densepose_head": "kept"})
     return dict(store=args.store, estimator=args.estimator, weights=args.weights, config=args.config, dump=args.dump,
                 trust_dump=args.trust_dump, trust_weights=args.trust_weights, root=args.root, dsap_size=args.dsap_size, fill=args.fill,
                 device=args.device, batch_size=args.batch_size, test_size=args.test_size, canvas=args.canvas,

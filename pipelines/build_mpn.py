@@ -271,14 +271,19 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def flow_params(args: argparse.Namespace) -> dict[str, Any]:
-    """Flow parameters of a parsed command line (the same names, docs/cli.md); a Mask R-CNN-only
-    flag given with another segmentation is one error line, not silently ignored."""
+    """Flow parameters of a parsed command line (the same names, docs/cli.md); a flag of a source
+    that is not chosen (a Mask R-CNN flag with another segmentation, ``--device cuda`` with sources
+    that run no model) is one error line, not silently ignored."""
     from storage.cli import refuse_unused_flags
 
-    refuse_unused_flags(args, f"--segmentation {args.segmentation}", {
-        dest: (flag, "--segmentation maskrcnn") for dest, flag in (
-            ("maskrcnn_config", "--maskrcnn-config"), ("maskrcnn_weights", "--maskrcnn-weights"),
-            ("test_size", "--test-size"), ("detections_per_crop", "--detections-per-crop"))})
+    maskrcnn, onnx = "--segmentation maskrcnn", "--parsing onnx"
+    refuse_unused_flags(args, (f"--parsing {args.parsing}", f"--segmentation {args.segmentation}"), {
+        "maskrcnn_config": ("--maskrcnn-config", maskrcnn), "maskrcnn_weights": ("--maskrcnn-weights", maskrcnn),
+        "test_size": ("--test-size", maskrcnn), "detections_per_crop": ("--detections-per-crop", maskrcnn),
+        "onnx_model": ("--onnx-model", onnx), "label_map": ("--label-map", onnx),
+        "iuv_group": ("--iuv-group", ("--parsing densepose", "--segmentation densepose")),
+        "root": ("--root", ("--parsing oracle", "--segmentation oracle")),
+        "device": ("--device", (onnx, maskrcnn))}, defaults={"device": "cpu"})
     keys = ("store", "parsing", "segmentation", "input_size", "stride", "parts", "head_min_frac", "leg_min_frac",
             "threshold", "iuv_group", "onnx_model", "label_map", "maskrcnn_config", "maskrcnn_weights", "root", "device",
             "workers", "trust_weights", "test_size", "detections_per_crop", "units_per_task", "overwrite", "dask_address", "dask_workers")
