@@ -33,7 +33,8 @@ from priors.iuv import pack_iuv
 from storage import failures_frame, group_writer, make_provenance, open_store, reopen_writer
 
 from pipelines.backend_flags import DEFAULT_DEVICE
-from pipelines.runner import batches, cached, count_reasons, finish, refuse_other_settings, run_tasks, unit_job
+from pipelines.jobs import batches, cached, unit_job
+from pipelines.runner import count_reasons, finish, refuse_other_settings, run_tasks
 
 DSAP_GROUP = "priors/dsap"
 WARP_VERSION = "1"

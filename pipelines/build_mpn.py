@@ -48,7 +48,8 @@ from storage import failures_frame, group_writer, make_provenance, open_store, r
 
 from pipelines.backend_flags import DEFAULT_DEVICE
 from pipelines.ingest import parse_size
-from pipelines.runner import batches, cached, count_reasons, finish, refuse_other_settings, run_tasks, unit_job
+from pipelines.jobs import batches, cached, unit_job
+from pipelines.runner import count_reasons, finish, refuse_other_settings, run_tasks
 
 MPN_GROUP = "priors/mpn"
 PRIOR_VERSION = "2"  # 2: estimator failures are their own fallback reason; quality columns
