@@ -32,7 +32,9 @@ from priors.estimators import OK, DENSE_BACKENDS, dense_estimator, provenance_of
 from priors.iuv import pack_iuv
 from storage import failures_frame, group_writer, make_provenance, open_store, reopen_writer
 
-from pipelines.runner import batches, cached, count_reasons, finish, refuse_other_settings, run_tasks, unit_job
+from pipelines.backend_flags import DEFAULT_DEVICE
+from pipelines.jobs import batches, cached, unit_job
+from pipelines.runner import count_reasons, finish, refuse_other_settings, run_tasks
 
 DSAP_GROUP = "priors/dsap"
 WARP_VERSION = "1"
@@ -44,6 +46,8 @@ MIN_LANDMARKS = 12
 """fewer seen landmarks than this (of BlazePose's 33) flags an image"""
 MAX_CANVAS_SIDE = 8
 """--canvas: at most 8x8 crops per canvas (64 crops of 400x200 are a 3.6k x 1.8k input)"""
+DEFAULT_HEAD = "kept"
+"""--densepose-head: DensePose's head on the one detection kept per crop (same IUV as "all")"""
 QUALITY_DEFAULTS = {"visible_landmarks": -1, "view": "", "limbs_unseen": ""}
 
 
@@ -179,12 +183,12 @@ def build_dsap_flow(
     root: str | None = None,
     dsap_size: int = 32,
     fill: str = "image_mean",
-    device: str = "cpu",
+    device: str = DEFAULT_DEVICE,
     batch_size: int | None = None,
     test_size: int | None = None,
     canvas: str | None = None,
     detections_per_crop: int | None = None,
-    densepose_head: str = "kept",
+    densepose_head: str = DEFAULT_HEAD,
     workers: int = 0,
     units_per_task: int = 4,
     overwrite: bool = False,
@@ -236,9 +240,11 @@ def canvas_grid(text: str) -> str | None:
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    from storage.cli import MAX_DSAP_SIDE, MAX_IMAGE_SIDE, bounded_int, existing_file, hidden_alias, positive_int, store_path
+    from storage.cli import MAX_DSAP_SIDE, bounded_int, existing_file, hidden_alias, positive_int
 
-    p.add_argument("--store", required=True, type=store_path, help="store folder or fsspec URL (made by ingest)")
+    from pipelines.backend_flags import add_detectron2_flags, add_device, add_oracle_root, add_store
+
+    add_store(p)
     p.add_argument("--estimator", required=True, choices=sorted(DENSE_BACKENDS),
                    help="dense-semantics backend: densepose (detectron2), densepose-dump (apply_net.py dump file), "
                         "pose-chart (mediapipe, CPU, coarser than DensePose), oracle (synthetic ground truth)")
@@ -247,42 +253,36 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dump", type=existing_file, help="densepose-dump: file written by DensePose's `apply_net.py dump`")
     p.add_argument("--trust-dump", action="store_true",
                    help="densepose-dump: allow unpickling the dump (it runs code from the file: only for dumps you made)")
-    p.add_argument("--trust-weights", action="store_true",
-                   help="densepose: allow unpickling .pkl weights (it runs code from the file: only for weights you "
-                        "made or trust); .pth state dicts load without it")
-    p.add_argument("--root", help="oracle: synthetic dataset folder (default: the folder the store was ingested from)")
+    add_oracle_root(p)
     p.add_argument("--dsap-size", type=bounded_int(1, MAX_DSAP_SIDE), default=32, metavar="S",
                    help="side S of each DSAP-image (paper: 32)")
     hidden_alias(p, "--size", "dsap_size", bounded_int(1, MAX_DSAP_SIDE))
     p.add_argument("--fill", choices=["image_mean", "dataset_mean"], default="image_mean",
                    help="initial value of DSAP cells no pixel lands in: the image's or the dataset's per-channel mean")
-    p.add_argument("--device", default="cpu", help="densepose: torch device (cuda, cuda:1, cpu)")
+    add_device(p, "densepose")
     p.add_argument("--batch-size", type=positive_int, help="densepose: images per forward pass (default: the backend's, 8)")
-    p.add_argument("--test-size", type=bounded_int(16, MAX_IMAGE_SIDE), metavar="SHORT_SIDE",
-                   help="densepose: the model input's short side a crop is resized to (detectron2's INPUT.MIN_SIZE_TEST; "
-                        "the long side stays capped at INPUT.MAX_SIZE_TEST). Default: the config's, 800 in DensePose's "
-                        "configs, as apply_net.py (a 128x64 crop becomes 1333x667); 200 costs ~4x less CPU per crop")
+    add_detectron2_flags(p, "densepose", "DensePose's configs, as apply_net.py", note="; 200 costs ~4x less CPU per crop")
     p.add_argument("--canvas", type=canvas_grid, metavar="RxC",
                    help="densepose: tile R*C resized crops side by side on one canvas per forward pass and split the "
                         "detections back per crop (e.g. 2x4; fewer, larger calls: for GPUs). Default: none, a batch of "
                         "separate images")
-    p.add_argument("--detections-per-crop", type=positive_int, metavar="N",
-                   help="densepose: detections kept per crop (detectron2's TEST.DETECTIONS_PER_IMAGE). Default: the "
-                        "config's, 100")
-    p.add_argument("--densepose-head", choices=list(DENSEPOSE_HEAD_MODES), default="kept",
+    p.add_argument("--densepose-head", choices=list(DENSEPOSE_HEAD_MODES), default=DEFAULT_HEAD,
                    help="densepose: run DensePose's head only on the detection kept per crop (kept: same IUV, less "
                         "CPU) or on every detection, as apply_net.py (all)")
 
 
 def flow_params(args: argparse.Namespace) -> dict[str, Any]:
     """Flow parameters of a parsed command line (the same names, docs/cli.md); a densepose-only
-    flag given with another estimator is one error line, not silently ignored."""
+    flag given with another estimator (``--device cuda`` with oracle, too) is one error line, not
+    silently ignored."""
     from storage.cli import refuse_unused_flags
 
     refuse_unused_flags(args, f"--estimator {args.estimator}", {
         dest: (flag, "--estimator densepose") for dest, flag in (
-            ("weights", "--weights"), ("config", "--config"), ("test_size", "--test-size"), ("canvas", "--canvas"),
-            ("detections_per_crop", "--detections-per-crop"))} | {"dump": ("--dump", "--estimator densepose-dump")})
+            ("weights", "--weights"), ("config", "--config"), ("device", "--device"), ("batch_size", "--batch-size"),
+            ("test_size", "--test-size"), ("canvas", "--canvas"), ("detections_per_crop", "--detections-per-crop"),
+            ("densepose_head", "--densepose-head"))} | {"dump": ("--dump", "--estimator densepose-dump"), "root": ("--root", "--estimator oracle")},
+        defaults={"device": DEFAULT_DEVICE, "densepose_head": DEFAULT_HEAD})
     return dict(store=args.store, estimator=args.estimator, weights=args.weights, config=args.config, dump=args.dump,
                 trust_dump=args.trust_dump, trust_weights=args.trust_weights, root=args.root, dsap_size=args.dsap_size, fill=args.fill,
                 device=args.device, batch_size=args.batch_size, test_size=args.test_size, canvas=args.canvas,

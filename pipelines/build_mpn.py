@@ -46,8 +46,10 @@ from priors.mpn_prior import (
 )
 from storage import failures_frame, group_writer, make_provenance, open_store, reopen_writer
 
+from pipelines.backend_flags import DEFAULT_DEVICE
 from pipelines.ingest import parse_size
-from pipelines.runner import batches, cached, count_reasons, finish, refuse_other_settings, run_tasks, unit_job
+from pipelines.jobs import batches, cached, unit_job
+from pipelines.runner import count_reasons, finish, refuse_other_settings, run_tasks
 
 MPN_GROUP = "priors/mpn"
 PRIOR_VERSION = "2"  # 2: estimator failures are their own fallback reason; quality columns
@@ -185,7 +187,7 @@ def build_mpn_flow(
     test_size: int | None = None,
     detections_per_crop: int | None = None,
     root: str | None = None,
-    device: str = "cpu",
+    device: str = DEFAULT_DEVICE,
     workers: int = 0,
     units_per_task: int = 4,
     overwrite: bool = False,
@@ -231,9 +233,11 @@ def build_mpn_flow(
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    from storage.cli import MAX_IMAGE_SIDE, bounded_int, existing_file, fraction, positive_int, size_hw, store_path
+    from storage.cli import bounded_int, existing_file, fraction, positive_int, size_hw
 
-    p.add_argument("--store", required=True, type=store_path, help="store folder or fsspec URL (made by ingest)")
+    from pipelines.backend_flags import add_detectron2_flags, add_device, add_oracle_root, add_store
+
+    add_store(p)
     p.add_argument("--parsing", required=True, choices=sorted(PARSING_BACKENDS),
                    help="parsing source: densepose (IUV in the store), pose (mediapipe landmarks), "
                         "onnx (your exported LIP/ATR/CIHP network), oracle (synthetic ground truth)")
@@ -256,29 +260,25 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-map", help="onnx: preset (lip, atr, cihp) or JSON/YAML file naming head/leg/foreground classes")
     p.add_argument("--maskrcnn-config", type=existing_file, help="maskrcnn: detectron2 config YAML")
     p.add_argument("--maskrcnn-weights", type=existing_file, help="maskrcnn: weights file; never downloaded")
-    p.add_argument("--trust-weights", action="store_true",
-                   help="maskrcnn: allow unpickling .pkl weights (it runs code from the file: only for weights you "
-                        "made or trust); .pth state dicts load without it")
-    p.add_argument("--test-size", type=bounded_int(16, MAX_IMAGE_SIDE), metavar="SHORT_SIDE",
-                   help="maskrcnn: the model input's short side a crop is resized to (detectron2's INPUT.MIN_SIZE_TEST; "
-                        "the long side stays capped at INPUT.MAX_SIZE_TEST). Default: the config's, 800 in detectron2's "
-                        "COCO configs (a 128x64 crop becomes 1333x667)")
-    p.add_argument("--detections-per-crop", type=positive_int, metavar="N",
-                   help="maskrcnn: detections kept per crop (detectron2's TEST.DETECTIONS_PER_IMAGE). Default: the "
-                        "config's, 100")
-    p.add_argument("--root", help="oracle: synthetic dataset folder (default: the folder the store was ingested from)")
-    p.add_argument("--device", default="cpu", help="torch/onnxruntime device for model backends")
+    add_detectron2_flags(p, "maskrcnn", "detectron2's COCO configs")
+    add_oracle_root(p)
+    add_device(p, "onnx, maskrcnn", runtime="onnxruntime/torch")
 
 
 def flow_params(args: argparse.Namespace) -> dict[str, Any]:
-    """Flow parameters of a parsed command line (the same names, docs/cli.md); a Mask R-CNN-only
-    flag given with another segmentation is one error line, not silently ignored."""
+    """Flow parameters of a parsed command line (the same names, docs/cli.md); a flag of a source
+    that is not chosen (a Mask R-CNN flag with another segmentation, ``--device cuda`` with sources
+    that run no model) is one error line, not silently ignored."""
     from storage.cli import refuse_unused_flags
 
-    refuse_unused_flags(args, f"--segmentation {args.segmentation}", {
-        dest: (flag, "--segmentation maskrcnn") for dest, flag in (
-            ("maskrcnn_config", "--maskrcnn-config"), ("maskrcnn_weights", "--maskrcnn-weights"),
-            ("test_size", "--test-size"), ("detections_per_crop", "--detections-per-crop"))})
+    maskrcnn, onnx = "--segmentation maskrcnn", "--parsing onnx"
+    refuse_unused_flags(args, (f"--parsing {args.parsing}", f"--segmentation {args.segmentation}"), {
+        "maskrcnn_config": ("--maskrcnn-config", maskrcnn), "maskrcnn_weights": ("--maskrcnn-weights", maskrcnn),
+        "test_size": ("--test-size", maskrcnn), "detections_per_crop": ("--detections-per-crop", maskrcnn),
+        "onnx_model": ("--onnx-model", onnx), "label_map": ("--label-map", onnx),
+        "iuv_group": ("--iuv-group", ("--parsing densepose", "--segmentation densepose")),
+        "root": ("--root", ("--parsing oracle", "--segmentation oracle")),
+        "device": ("--device", (onnx, maskrcnn))}, defaults={"device": DEFAULT_DEVICE})
     keys = ("store", "parsing", "segmentation", "input_size", "stride", "parts", "head_min_frac", "leg_min_frac",
             "threshold", "iuv_group", "onnx_model", "label_map", "maskrcnn_config", "maskrcnn_weights", "root", "device",
             "workers", "trust_weights", "test_size", "detections_per_crop", "units_per_task", "overwrite", "dask_address", "dask_workers")

@@ -27,7 +27,8 @@ from storage.decode import DEFAULT_MAX_BYTES, BadImage, read_and_check, resize_r
 from storage.duplicates import mark_duplicates
 from storage.relabel import assign_labels
 
-from pipelines.runner import batches, run_tasks, summarize_results, unit_job
+from pipelines.jobs import batches, unit_job
+from pipelines.runner import run_tasks, summarize_results
 
 log = logging.getLogger("pipelines.ingest")
 SPLIT_ORDER = {"train": 0, "query": 1, "gallery": 2}

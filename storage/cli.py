@@ -208,14 +208,23 @@ def add_quiet(p: argparse.ArgumentParser, help: str = "no progress bars; only wa
                    default=argparse.SUPPRESS)
 
 
-def refuse_unused_flags(args: argparse.Namespace, chosen: str, flags: dict[str, tuple[str, str]]) -> None:
-    """One clear error for a backend-specific flag given with another backend.
+def refuse_unused_flags(args: argparse.Namespace, chosen: str | tuple[str, ...],
+                        flags: dict[str, tuple[str, str | tuple[str, ...]]], defaults: dict[str, Any] | None = None) -> None:
+    """One clear error for a backend-specific flag given with other backends.
 
-    ``flags`` maps an argument's dest to (its flag, the backend it is for); a flag left at
-    ``None`` is not given. Without this check such a flag would be silently ignored."""
-    for dest, (flag, backend) in flags.items():
-        if getattr(args, dest, None) is not None and chosen != backend:
-            raise ValueError(f"{flag} applies only to {backend}, not {chosen} (drop it)")
+    ``chosen``: the backend(s) of this command line (``"--estimator oracle"``, or one per kind:
+    ``("--parsing pose", "--segmentation oracle")``); ``flags`` maps an argument's dest to (its flag,
+    the backend or backends that use it). A flag counts as given when its value is neither ``None``
+    nor its parser default in ``defaults`` (dest -> default): ``--device cpu`` with a CPU-only
+    backend asks for what happens anyway, ``--device cuda`` would be silently ignored, so it is refused."""
+    chosen = (chosen,) if isinstance(chosen, str) else tuple(chosen)
+    defaults = defaults or {}
+    for dest, (flag, backends) in flags.items():
+        backends = (backends,) if isinstance(backends, str) else tuple(backends)
+        value = getattr(args, dest, None)
+        if value is None or (dest in defaults and value == defaults[dest]) or set(backends) & set(chosen):
+            continue
+        raise ValueError(f"{flag} applies only to {' or '.join(backends)}, not {' '.join(chosen)} (drop it)")
 
 
 def configure_logging(quiet: bool) -> None:

@@ -86,12 +86,58 @@ def test_pipelines_mistakes(pipelines_main, synthetic_world, synthetic_store, tm
         (["build-dsap", "--store", store, "--estimator", "pose-chart", "--config", str(a_file)],
          "--config applies only to --estimator densepose, not --estimator pose-chart"),
         (["build-mpn-priors", "--store", store, "--parsing", "oracle", "--segmentation", "oracle",
-          "--test-size", "200"], "--test-size applies only to --segmentation maskrcnn, not --segmentation oracle"),
+          "--test-size", "200"],
+         "--test-size applies only to --segmentation maskrcnn, not --parsing oracle --segmentation oracle"),
+        # flags with a default: a non-default value the chosen backend would silently ignore
+        (["build-dsap", "--store", store, "--estimator", "oracle", "--device", "cuda"],
+         "--device applies only to --estimator densepose, not --estimator oracle"),
+        (["build-dsap", "--store", store, "--estimator", "pose-chart", "--batch-size", "32"],
+         "--batch-size applies only to --estimator densepose, not --estimator pose-chart"),
+        (["build-dsap", "--store", store, "--estimator", "oracle", "--densepose-head", "all"],
+         "--densepose-head applies only to --estimator densepose, not --estimator oracle"),
+        (["build-dsap", "--store", store, "--estimator", "pose-chart", "--root", world],
+         "--root applies only to --estimator oracle, not --estimator pose-chart"),
+        (["build-mpn-priors", "--store", store, "--parsing", "oracle", "--segmentation", "pose", "--device", "cuda"],
+         "--device applies only to --parsing onnx or --segmentation maskrcnn, not --parsing oracle "
+         "--segmentation pose"),
+        (["build-mpn-priors", "--store", store, "--parsing", "pose", "--segmentation", "oracle",
+          "--onnx-model", str(a_file)], "--onnx-model applies only to --parsing onnx, not --parsing pose"),
+        (["build-mpn-priors", "--store", store, "--parsing", "oracle", "--segmentation", "oracle",
+          "--iuv-group", "estimates/oracle"],
+         "--iuv-group applies only to --parsing densepose or --segmentation densepose, not --parsing oracle"),
     ]
     for argv, expected in cases:
         line = _fails(pipelines_main, argv, capsys)
         assert expected in line, (argv, line)
     assert not (tmp_path / "s").exists()  # nothing was written by any of them
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["build-dsap", "--estimator", "densepose", "--device", "cuda:1", "--batch-size", "32", "--densepose-head", "all"],
+     {"device": "cuda:1", "batch_size": 32, "densepose_head": "all"}),
+    (["build-dsap", "--estimator", "oracle", "--device", "cpu"], {"device": "cpu", "batch_size": None}),  # the default
+    (["build-dsap", "--estimator", "oracle", "--densepose-head", "kept"], {"device": "cpu", "densepose_head": "kept"}),
+    (["build-mpn-priors", "--parsing", "onnx", "--onnx-model", "A_FILE", "--segmentation", "pose", "--device", "cuda"],
+     {"device": "cuda", "onnx_model": "A_FILE"}),
+    (["build-mpn-priors", "--parsing", "pose", "--segmentation", "maskrcnn", "--device", "cuda", "--test-size", "200"],
+     {"device": "cuda", "test_size": 200}),
+    (["build-mpn-priors", "--parsing", "densepose", "--segmentation", "oracle", "--iuv-group", "estimates/x",
+      "--root", "ROOT", "--device", "cpu"], {"device": "cpu", "iuv_group": "estimates/x", "root": "ROOT"}),
+], ids=["densepose", "dsap-default-device", "dsap-default-head", "onnx", "maskrcnn", "mpn-defaults"])
+def test_a_backend_flag_reaches_the_backend_that_uses_it(argv, expected, synthetic_store, tmp_path):
+    """The refusals above leave the flags to the backends that use them (and a default given explicitly)."""
+    from pipelines import build_dsap, build_mpn
+    from pipelines.__main__ import build_parser
+
+    a_file = tmp_path / "model.onnx"
+    a_file.write_text("x")
+    argv = [str(a_file) if a == "A_FILE" else a for a in argv]
+    argv.insert(1, "--store")
+    argv.insert(2, str(synthetic_store))
+    args = build_parser(argv[0]).parse_args(argv)
+    params = (build_dsap if argv[0] == "build-dsap" else build_mpn).flow_params(args)
+    expected = {k: str(a_file) if v == "A_FILE" else v for k, v in expected.items()}
+    assert {k: params[k] for k in expected} == expected
 
 
 def test_densepose_sources_without_iuv_is_one_line(pipelines_main, synthetic_world, tmp_path, capsys):

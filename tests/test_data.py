@@ -1,4 +1,9 @@
 """Streaming loader: right pixels for the claimed ids, missing groups, priors moved with the image."""
+import gc
+import os
+import signal
+import threading
+import time
 from itertools import islice
 
 import numpy as np
@@ -207,6 +212,82 @@ def test_eval_loader_in_image_id_order(world):
     torch.testing.assert_close(imgs, _normalised(arr["images"][ids]), rtol=0, atol=1e-5)
     assert (torch.cat([b["labels"] for b in batches]) == -1).all()
     assert torch.equal(torch.cat([b["mpn_mask"] for b in batches]), torch.from_numpy(arr["mask"][ids]).float())
+
+
+def _loader_threads() -> set:
+    return {t for t in threading.enumerate() if t.name.startswith("reid-loader")}
+
+
+def _ids(batches) -> list:
+    return [b["image_ids"].tolist() for b in batches]
+
+
+def _join(threads) -> bool:
+    """True when all ``threads`` have ended (within 10 s each)."""
+    for t in threads:
+        t.join(timeout=10)
+    return not any(t.is_alive() for t in threads)
+
+
+def test_train_loader_keeps_its_threads_across_epochs_and_lets_them_go(world):
+    kw = dict(P=3, K=2, seed=4, augment=AugmentConfig().off(), cache=False, workers=2)
+    before = _loader_threads()
+    loader = TrainLoader(world["store"], **kw)
+    assert len(list(loader)) == len(loader)
+    mine = _loader_threads() - before
+    assert 1 <= len(mine) <= 2
+    assert len(list(loader)) == len(loader)
+    assert _loader_threads() - before == mine  # the second epoch was read by the same threads
+    # an epoch abandoned after one batch: the next iter() goes on from there, on the same threads
+    it = iter(loader)
+    first = next(it)
+    it.close()
+    rest = list(loader)
+    assert _loader_threads() - before == mine
+    assert _ids([first, *rest]) == _ids(TrainLoader(world["store"], start_step=2 * len(loader), **kw))
+    loader.close()
+    assert _join(mine)
+    assert _ids(loader) == _ids(TrainLoader(world["store"], start_step=3 * len(loader), **kw))  # new threads
+    loader.close()
+    gc.collect()
+    assert _join(_loader_threads() - before)  # the closed loader's and the dropped references' threads
+    # a loader dropped mid-epoch takes its threads with it
+    dropped = TrainLoader(world["store"], **kw)
+    assert len(list(islice(dropped, 2))) == 2
+    theirs = _loader_threads() - before
+    assert theirs
+    del dropped
+    gc.collect()
+    assert _join(theirs)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_reads_with_threads_of_its_own(world):
+    """The child's copy of the pool has no threads: it must make its own, not wait on the parent's."""
+    kw = dict(P=3, K=2, seed=4, augment=AugmentConfig().off(), cache=False, workers=2)
+    loader = TrainLoader(world["store"], **kw)
+    list(loader)  # the parent's pool and threads exist
+    second_epoch = _ids(TrainLoader(world["store"], start_step=len(loader), **kw))
+    pid = os.fork()
+    if pid == 0:  # the child: read the next epoch, exit at once (no pytest teardown)
+        code = 1
+        try:
+            torch.set_num_threads(1)  # as torch's DataLoader does in a forked worker
+            code = 0 if _ids(loader) == second_epoch else 3
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung reading an epoch")
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert _ids(loader) == second_epoch  # the parent's threads still serve the parent
 
 
 def test_resize_to_training_size(world):

@@ -84,8 +84,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from priors.backends.pose_geometry import (  # noqa: F401  (landmark indices re-exported for pose_parsing)
-    FLIP_LANDMARKS, HEAD_LANDMARKS, L_ANKLE, L_EAR, L_ELBOW, L_EYE, L_FOOT, L_HIP, L_INDEX, L_KNEE, L_PINKY,
+from priors.backends.pose_geometry import (
+    HEAD_LANDMARKS, L_ANKLE, L_EAR, L_ELBOW, L_EYE, L_FOOT, L_HIP, L_INDEX, L_KNEE, L_PINKY,
     L_SHOULDER, L_WRIST, NOSE, R_ANKLE, R_EAR, R_ELBOW, R_EYE, R_FOOT, R_HIP, R_INDEX, R_KNEE, R_PINKY, R_SHOULDER,
     R_WRIST, body_frame, body_view, canonical_sides, capsule_coordinates, in_crop, mask_support, seen_landmarks,
     torso_length,

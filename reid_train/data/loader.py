@@ -30,7 +30,8 @@ Threads, not processes: zarr and blosc release the GIL while decoding, the
 CPU augmentation is numpy (which does too), and threads share the cache.
 The worker threads read (and on the CPU augment) whole batches, at most
 ``prefetch`` ahead, in order; on CUDA they read into pinned memory and the
-main thread copies (non-blocking) and augments on the GPU.
+main thread copies (non-blocking) and augments on the GPU. A loader keeps its
+threads from epoch to epoch; ``close()`` (or dropping the loader) lets them go.
 
 Batch dict (keys fixed by the Method contract, :mod:`reid_train.methods`):
 ``images`` float (B,3,H,W) normalised, ``labels`` long (train labels 0..C-1,
@@ -45,6 +46,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator
@@ -348,24 +350,56 @@ def _step_seed(*keys: int) -> int:
 
 class _Prefetcher:
     """Runs ``make(job)`` for a stream of jobs on ``workers`` threads, in order,
-    at most ``depth`` ahead of the consumer (a bounded queue)."""
+    at most ``depth`` ahead of the consumer (a bounded queue).
+
+    One thread pool for the prefetcher's lifetime, so every epoch reuses the same threads: made on
+    the first :meth:`run`, again in a forked child (a fork copies the pool but not its threads) and
+    after :meth:`close`. Its idle threads exit when the pool is closed or garbage-collected (with
+    its loader) and at interpreter exit (``concurrent.futures`` joins them). An abandoned ``run``
+    cancels its queued jobs; one already running finishes in the background, its result dropped.
+    """
 
     def __init__(self, workers: int, depth: int):
         self.workers, self.depth = max(1, workers), max(1, depth)
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = 0
+
+    def pool(self) -> ThreadPoolExecutor:
+        """This process's pool, made on first use."""
+        with self._lock:
+            if self._pool is None or self._pool_pid != os.getpid():
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="reid-loader")
+                self._pool_pid = os.getpid()
+            return self._pool
+
+    def close(self) -> None:
+        """Let the threads go (queued jobs are cancelled); a later :meth:`run` makes a new pool.
+        An iteration still running when the pool closes ends with an error."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None and self._pool_pid == os.getpid():
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def __getstate__(self) -> dict:  # a pool neither pickles nor copies
+        return {"workers": self.workers, "depth": self.depth}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["workers"], state["depth"])
 
     def run(self, make, jobs: Iterator) -> Iterator:
+        pool = self.pool()
         pending: deque = deque()
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="reid-loader") as pool:
-            try:
-                for job in jobs:
-                    pending.append(pool.submit(make, job))
-                    if len(pending) >= self.depth:
-                        yield pending.popleft().result()
-                while pending:
+        try:
+            for job in jobs:
+                pending.append(pool.submit(make, job))
+                if len(pending) >= self.depth:
                     yield pending.popleft().result()
-            finally:
-                for f in pending:
-                    f.cancel()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for f in pending:
+                f.cancel()
 
 
 class TrainLoader:
@@ -418,6 +452,7 @@ class TrainLoader:
         self.augment_in_workers = self.device.type == "cpu"   # else: in the main thread, on the device
         self.workers = workers
         self.prefetch = prefetch or 2 * max(1, workers)
+        self.prefetcher = _Prefetcher(workers, self.prefetch)
         self.step = int(start_step)
 
     def __len__(self) -> int:
@@ -452,7 +487,7 @@ class TrainLoader:
         """Batches of global steps ``[start, stop)`` (does not move ``self.step``)."""
         stream = self.sampler.batches(start)
         jobs = ((s, next(stream)) for s in range(start, stop))
-        for item in _Prefetcher(self.workers, self.prefetch).run(self._read, jobs):
+        for item in self.prefetcher.run(self._read, jobs):
             yield self._finish(item)
 
     def __iter__(self) -> Iterator[dict]:
@@ -460,6 +495,10 @@ class TrainLoader:
         for batch in self.batches(self.step, stop):
             self.step += 1
             yield batch
+
+    def close(self) -> None:
+        """Let the reading threads go now (they also go with the loader); iterating again makes new ones."""
+        self.prefetcher.close()
 
     def __repr__(self) -> str:
         urls = "+".join(s.url for s in self.stores)
@@ -486,6 +525,7 @@ class EvalLoader:
         self.device = torch.device(device)
         self.pin = self.device.type == "cuda"
         self.workers = workers
+        self.prefetcher = _Prefetcher(workers, 2 * max(1, workers))
         self.normalise = augment.off()
         self.image_ids, self.pids, self.camids = self.dataset.image_ids, self.dataset.pids, self.dataset.camids
 
@@ -501,8 +541,12 @@ class EvalLoader:
     def __iter__(self) -> Iterator[dict]:
         n = len(self.dataset)
         jobs = (np.arange(a, min(a + self.batch_size, n)) for a in range(0, n, self.batch_size))
-        for item in _Prefetcher(self.workers, 2 * max(1, self.workers)).run(self._read, jobs):
+        for item in self.prefetcher.run(self._read, jobs):
             if self.device.type != "cpu":
                 item = augment_batch({k: v.to(self.device, non_blocking=True) for k, v in item.items()},
                                      self.normalise, size=self.size)
             yield item
+
+    def close(self) -> None:
+        """Let the reading threads go now (they also go with the loader)."""
+        self.prefetcher.close()
