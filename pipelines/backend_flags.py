@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from storage.cli import MAX_IMAGE_SIDE, bounded_int, positive_int, store_path
+from storage.cli import MAX_IMAGE_SIDE, bounded_int, device_name, positive_int, store_path
 
 DEFAULT_DEVICE = "cpu"
 
@@ -24,7 +24,7 @@ def add_oracle_root(p: argparse.ArgumentParser) -> None:
 
 def add_device(p: argparse.ArgumentParser, backend: str, runtime: str = "torch") -> None:
     """``--device`` for the backends that run a model (``runtime``: the library that places it)."""
-    p.add_argument("--device", default=DEFAULT_DEVICE, help=f"{backend}: {runtime} device (cuda, cuda:1, cpu)")
+    p.add_argument("--device", type=device_name, default=DEFAULT_DEVICE, help=f"{backend}: {runtime} device (cuda, cuda:1, cpu)")
 
 
 def add_detectron2_flags(p: argparse.ArgumentParser, backend: str, configs: str, note: str = "") -> None:

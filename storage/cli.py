@@ -141,6 +141,14 @@ def size_hw(text: str) -> str:
     return f"{h}x{w}"
 
 
+def device_name(text: str) -> str:
+    """``cpu``, ``cuda`` or ``cuda:N``: where an estimator's model runs (checked
+    before any model is built; ``auto`` is for training and evaluation only)."""
+    if re.fullmatch(r"cpu|cuda(:\d+)?", text.strip()):
+        return text.strip()
+    raise argparse.ArgumentTypeError(f"{text!r} is not a device: use cpu, cuda or cuda:N")
+
+
 def key_value(text: str) -> tuple[str, Any]:
     """``KEY=VALUE`` with VALUE parsed as YAML (``true``, ``3``, ``[20, 40]``, ``labeled``)."""
     key, sep, value = str(text).partition("=")

@@ -88,6 +88,10 @@ def test_pipelines_mistakes(pipelines_main, synthetic_world, synthetic_store, tm
         (["build-mpn-priors", "--store", store, "--parsing", "oracle", "--segmentation", "oracle",
           "--test-size", "200"],
          "--test-size applies only to --segmentation maskrcnn, not --parsing oracle --segmentation oracle"),
+        (["build-dsap", "--store", store, "--estimator", "densepose", "--device", "gpu"],
+         "'gpu' is not a device: use cpu, cuda or cuda:N"),
+        (["build-mpn-priors", "--store", store, "--segmentation", "maskrcnn", "--device", "auto"],
+         "'auto' is not a device: use cpu, cuda or cuda:N"),
         # flags with a default: a non-default value the chosen backend would silently ignore
         (["build-dsap", "--store", store, "--estimator", "oracle", "--device", "cuda"],
          "--device applies only to --estimator densepose, not --estimator oracle"),
