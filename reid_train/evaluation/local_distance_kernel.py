@@ -43,6 +43,8 @@ bench's features (near-duplicates included): 4.8e-7, as before.
 from __future__ import annotations
 
 import functools
+import logging
+import time
 
 import numba
 import numpy as np
@@ -158,12 +160,16 @@ def _kernel(h: int):
     namespace[f"cells_h{h}"] = cells
     kernel = numba.njit(cache=True, nogil=True, parallel=True)(namespace[f"local_distance_h{h}"])
     signature = (numba.float32[:, :, ::1], numba.float32[:, :, :, ::1], numba.int64, numba.float32[:, ::1])
+    start = time.perf_counter()
     with global_compiler_lock:
         previous, numba.config.SLP_VECTORIZE = numba.config.SLP_VECTORIZE, 1
         try:
             kernel.compile(signature)
         finally:
             numba.config.SLP_VECTORIZE = previous
+    if time.perf_counter() - start > 1.0:  # not from numba's cache
+        logging.getLogger(__name__).info("compiled the local-distance kernel for H = %d in %.0f s (once: numba "
+                                         "caches it on disk)", h, time.perf_counter() - start)
     return kernel
 
 
