@@ -225,16 +225,47 @@ def test_cpu_kernel_tile_edges_and_part_counts(h, c, n, m):
 def test_kernel_threads_follow_free_cores(monkeypatch):
     cores = threads.usable_cores()
     monkeypatch.delenv("REID_KERNEL_THREADS", raising=False)
-    monkeypatch.setattr(threads, "_runnable_now", lambda: 1)          # only this process runs
+    monkeypatch.setattr(threads, "_others_runnable_now", lambda: 0)   # only this process runs
     assert threads.free_cores() == min(cores, threads.numba.config.NUMBA_NUM_THREADS)
-    monkeypatch.setattr(threads, "_runnable_now", lambda: 1 + 4)      # 4 busy processes
+    monkeypatch.setattr(threads, "_others_runnable_now", lambda: 4)   # 4 busy processes
     assert threads.free_cores() == max(1, min(cores, threads.numba.config.NUMBA_NUM_THREADS) - 4)
-    monkeypatch.setattr(threads, "_runnable_now", lambda: None)       # unknown: all cores
+    monkeypatch.setattr(threads, "_others_runnable_now", lambda: None)  # unknown: all cores
     assert threads.free_cores() == min(cores, threads.numba.config.NUMBA_NUM_THREADS)
     monkeypatch.setenv("REID_KERNEL_THREADS", "1")
     assert threads.free_cores() == 1
     with threads.kernel_threads(1):
         assert threads.numba.get_num_threads() == 1
+
+
+def test_own_spinning_threads_are_not_counted_as_load():
+    """A thread of this process that runs (as a finished kernel's OpenMP workers
+    spin for a while) is this process's, not another's: it is in the process's
+    running-thread count and left out of the load the policy sees."""
+    import threading
+    import time
+
+    import numba
+
+    @numba.njit(nogil=True)
+    def spin(n):
+        x = 0.0
+        for i in range(n):
+            x += np.sqrt(i + x)
+        return x
+
+    spin(10)
+    counts, done = [], threading.Event()
+    worker = threading.Thread(target=lambda: (spin(30_000_000), done.set()))
+    worker.start()
+    try:
+        time.sleep(0.05)
+        while not done.is_set() and len(counts) < 20:
+            counts.append(threads._own_running_threads())
+            time.sleep(0.005)
+    finally:
+        worker.join()
+    assert max(counts) >= 2  # the spinning thread and this one
+    assert threads._own_running_threads() >= 1 and threads._others_runnable_now() >= 0
 
 
 def test_gallery_lanes_layout_and_padding():

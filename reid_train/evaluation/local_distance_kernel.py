@@ -173,10 +173,10 @@ def _kernel(h: int):
     return kernel
 
 
-@numba.njit(cache=True, nogil=True, parallel=True)
+@numba.njit(cache=True, nogil=True)
 def _relayout(y, yt):
     m, h, c = y.shape
-    for blk in numba.prange(yt.shape[0]):
+    for blk in range(yt.shape[0]):
         for lane in range(LANES):
             j = blk * LANES + lane
             if j < m:
@@ -193,8 +193,7 @@ def gallery_lanes(gf_local: np.ndarray) -> np.ndarray:
     never written)."""
     y = np.ascontiguousarray(gf_local, dtype=np.float32)
     yt = np.empty(((y.shape[0] + LANES - 1) // LANES, y.shape[2], y.shape[1], LANES), np.float32)
-    with kernel_threads():
-        _relayout(y, yt)
+    _relayout(y, yt)  # one thread: a copy at memory speed (~1 ms for 2,000 images at H = 8, C = 128)
     return yt
 
 

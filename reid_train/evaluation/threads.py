@@ -4,9 +4,13 @@ On a shared machine a kernel that starts one thread per core while other
 processes keep those cores busy runs *slower* than a single thread (its
 threads wait for each other at every barrier). So the numba kernels of
 :mod:`reid_train.evaluation` run with :func:`free_cores` threads: the cores
-this process may use (its CPU affinity) minus the other runnable tasks the
-kernel sees at its start (``/proc/loadavg``'s instantaneous count, the
-smallest of a few samples), at least 1. ``REID_KERNEL_THREADS=n`` fixes the
+this process may use (its CPU affinity) minus the runnable tasks of *other*
+processes the kernel sees at its start (``/proc/loadavg``'s instantaneous
+count less this process's own running threads, the smallest of a few
+samples), at least 1. This process's own threads are left out because the
+worker threads of the kernel that just finished still spin for a moment
+(OpenMP's wait policy) and would otherwise count as load: back-to-back
+kernels fell to one thread on an idle machine. ``REID_KERNEL_THREADS=n`` fixes the
 count instead (e.g. for benchmarks).
 """
 from __future__ import annotations
@@ -26,31 +30,47 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _runnable_now() -> int | None:
-    """Runnable tasks on the machine now, this one included; ``None`` if unknown."""
+def _own_running_threads() -> int:
+    """Threads of this process in state R (running or runnable) now."""
+    running = 0
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return 1
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                running += f.read().rpartition(")")[2].split()[0] == "R"
+        except (OSError, IndexError):
+            continue  # the thread ended meanwhile
+    return max(running, 1)  # the calling thread runs
+
+
+def _others_runnable_now() -> int | None:
+    """Runnable tasks of other processes now; ``None`` if unknown."""
     try:
         with open("/proc/loadavg") as f:
-            return int(f.read().split()[3].split("/")[0])
+            total = int(f.read().split()[3].split("/")[0])
     except (OSError, IndexError, ValueError):
         return None
+    return max(0, total - _own_running_threads())
 
 
 def free_cores(samples: int = 3, interval_s: float = 0.002) -> int:
-    """Usable cores minus the other runnable tasks (fewest over ``samples``), in 1..usable."""
+    """Usable cores minus other processes' runnable tasks (fewest over ``samples``), in 1..usable."""
     fixed = os.environ.get("REID_KERNEL_THREADS")
     cores = usable_cores()
     if fixed:
         return max(1, min(int(fixed), numba.config.NUMBA_NUM_THREADS))
     seen = []
     for k in range(samples):
-        n = _runnable_now()
+        n = _others_runnable_now()
         if n is None:
             return min(cores, numba.config.NUMBA_NUM_THREADS)
         seen.append(n)
         if k + 1 < samples:
             time.sleep(interval_s)
-    others = max(0, min(seen) - 1)
-    return max(1, min(cores - others, cores, numba.config.NUMBA_NUM_THREADS))
+    return max(1, min(cores - min(seen), numba.config.NUMBA_NUM_THREADS))
 
 
 @contextmanager
