@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import time
-from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 log = logging.getLogger("pipelines")
 
@@ -76,18 +74,3 @@ def cached(factory: Callable[..., Any]) -> Callable[..., Any]:
 
     get.cache = cache  # type: ignore[attr-defined]
     return get
-
-
-@contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Limit intra-op threads of numpy/torch/OpenCV inside a worker."""
-    old = os.environ.get("OMP_NUM_THREADS")
-    if n:
-        os.environ["OMP_NUM_THREADS"] = str(n)
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("OMP_NUM_THREADS", None)
-        else:
-            os.environ["OMP_NUM_THREADS"] = old

@@ -65,7 +65,7 @@ for name in ("storage", "priors", "pipelines", "reid_train"):
 
 def test_workers_without_the_project_fail_the_flow_at_once(synthetic_world, tmp_path):
     from pipelines.ingest import plan_ingest, write_image_units
-    from storage import create_store, image_writer
+    from storage import create_store
 
     index = plan_ingest("market1501", synthetic_world, progress=False)
     s = create_store(tmp_path / "store", dataset="market1501", index=index, image_size=(128, 64),
