@@ -13,6 +13,10 @@ that training uses.
 Also timed: the peer's first step alone, the float32 product ``(N H, c) x (c, M H)`` of numpy's
 BLAS -- the floor of any "BLAS product, then fix the cancelled cells" design.
 
+``--breakdown`` also times our kernel with its Eq. 1 + 2 step replaced by a copy of one cell
+(:func:`reid_train.evaluation.local_distance_kernel.build_kernel`, compiled once, uncached): the
+squared part distances alone, to set beside the BLAS product.
+
 Both on ``--num-query x --num-gallery`` pairs (default 500 x 2,000, H = 8, c = 128), best of
 ``--repeats`` interleaved repeats. Then the same with ``--busy`` other processes spinning
 on the CPU (``--busy 0`` to skip), to show the thread policy: the peer's BLAS and torch use
@@ -33,11 +37,20 @@ import sys
 import time
 from pathlib import Path
 
+import numba
 import numpy as np
 import torch
 
 from reid_train.evaluation.local_distance import local_distance, local_distance_cpu
-from reid_train.evaluation.threads import free_cores
+from reid_train.evaluation.local_distance_kernel import build_kernel, gallery_lanes
+from reid_train.evaluation.threads import free_cores, kernel_threads
+
+
+@numba.njit(nogil=True)
+def last_cell_only(cells, path, out, i, j0, m):
+    """A stand-in for the kernel's Eq. 1 + 2 step: copy one cell (the squared distances stay computed)."""
+    for lane in range(min(cells.shape[1], m - j0)):
+        out[i, j0 + lane] = cells[-1, lane]
 
 
 def spin(stop):
@@ -99,6 +112,8 @@ def main(argv=None) -> int:
     p.add_argument("--busy", type=int, default=4, help="busy processes for the loaded round (default 4, 0 = skip)")
     p.add_argument("--check", type=int, default=20, help="query rows checked against float64 (default 20)")
     p.add_argument("--torch-path", action="store_true", help="also time the torch tile path (training's)")
+    p.add_argument("--breakdown", action="store_true",
+                   help="also time our squared part distances alone (Eq. 1 + 2 replaced by a copy; default: off)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     args = p.parse_args(argv)
     rng = np.random.default_rng(args.seed)
@@ -124,6 +139,16 @@ def main(argv=None) -> int:
             with torch.no_grad():
                 return np.concatenate([local_distance(tq[s:s + 64], tg).numpy() for s in range(0, len(tq), 64)])
         candidates["ours: torch local_distance tiles (training path)"] = torch_tiles
+    if args.breakdown:
+        squares_only = build_kernel(h, shortest_path=last_cell_only)
+        yt = gallery_lanes(g)
+
+        def squared_distances_alone():
+            out = np.empty((len(q), len(g)), np.float32)
+            with kernel_threads():
+                squares_only(q, yt, len(g), out)
+            return out
+        candidates["ours: squared part distances alone"] = squared_distances_alone
     local_distance_cpu(q[:2], g[:2])  # kernel cache
     base = "huanghoujing local_dist (numpy) [peer]"
     print(f"local distance {args.num_query} x {args.num_gallery} pairs, H = {h}, c = {c}; "
@@ -133,8 +158,8 @@ def main(argv=None) -> int:
 
     want = float64_local_distance(q[:args.check], g)
     for name, (out, _, _) in idle.items():
-        if out.shape[1] != want.shape[1]:
-            continue  # the product alone is no local distance
+        if " alone" in name:
+            continue  # the product / the squared distances alone are no local distance
         err = np.abs(out[:args.check] - want)
         print(f"  {name:<46s} max |error| vs float64 {err.max():.1e} (near-duplicate pairs "
               f"{err[:, dup].max():.1e})")

@@ -265,7 +265,18 @@ def test_own_spinning_threads_are_not_counted_as_load():
     finally:
         worker.join()
     assert max(counts) >= 2  # the spinning thread and this one
-    assert threads._own_running_threads() >= 1 and threads._others_runnable_now() >= 0
+
+
+def test_load_is_the_machine_runnable_count_less_this_process(monkeypatch, tmp_path):
+    loadavg = tmp_path / "loadavg"
+    monkeypatch.setattr(threads, "_LOADAVG", str(loadavg))
+    monkeypatch.setattr(threads, "_own_running_threads", lambda: 3)
+    loadavg.write_text("0.50 0.40 0.30 5/120 999\n")
+    assert threads._others_runnable_now() == 2
+    loadavg.write_text("0.50 0.40 0.30 2/120 999\n")    # our threads ended between the two reads
+    assert threads._others_runnable_now() == 0
+    loadavg.write_text("garbled\n")
+    assert threads._others_runnable_now() is None
 
 
 def test_gallery_lanes_layout_and_padding():
@@ -309,9 +320,29 @@ def test_generated_kernel_source_covers_every_part_pair_once():
                 assert len(set(re.findall(r"= yt\[blk, k, (\d+), \d+\]", block))) <= 8
 
 
-def test_kernel_compile_restores_numba_config():
+def test_kernel_compile_restores_numba_config(monkeypatch):
+    """SLP vectorisation is on while the kernel compiles and numba's setting is back afterwards."""
     import numba
-    from reid_train.evaluation.local_distance_kernel import local_distance_cpu as cpu
+    from reid_train.evaluation import local_distance_kernel as kernel_module
+    seen = []
+    real_compile = numba.core.dispatcher.Dispatcher.compile
+
+    def spying_compile(self, sig):
+        seen.append(numba.config.SLP_VECTORIZE)
+        return real_compile(self, sig)
+    monkeypatch.setattr(numba.core.dispatcher.Dispatcher, "compile", spying_compile)
     before = numba.config.SLP_VECTORIZE
-    cpu(np.ones((1, 2, 3), np.float32), np.zeros((2, 2, 3), np.float32))
-    assert numba.config.SLP_VECTORIZE == before
+    kernel_module.build_kernel(2)  # not the per-process cache: the flip runs here
+    assert seen and seen[0] == 1 and numba.config.SLP_VECTORIZE == before
+
+
+def test_bench_local_distance_smoke(capsys):
+    """The bench runs on a small case, --breakdown included, and checks ours against float64."""
+    from conftest import bench_module
+    with bench_module("bench_local_distance") as bench:
+        assert bench.main(["--num-query", "6", "--num-gallery", "40", "--parts", "2", "--channels", "8",
+                           "--repeats", "1", "--busy", "0", "--check", "3", "--breakdown"]) == 0
+    out = capsys.readouterr().out
+    assert "ours: squared part distances alone" in out and "float32 BLAS product alone" in out
+    errors = [float(line.split("vs float64 ")[1].split()[0]) for line in out.splitlines() if "vs float64" in line]
+    assert errors and max(errors) < 1e-5  # ours only: no peer without --alignedreid-src

@@ -50,12 +50,13 @@ import numba
 import numpy as np
 from numba.core.compiler_lock import global_compiler_lock
 
+from .metrics import as_numpy
 from .threads import kernel_threads
 
 LANES = 16  # gallery images per tile: one 512-bit vector of float32
 _ROWS, _COLS = 2, 8  # register block: 2 query parts x up to 8 gallery parts = 16 accumulators + 8 loads (of 32 registers)
 
-__all__ = ["LANES", "gallery_lanes", "kernel_source", "local_distance_lanes", "local_distance_cpu"]
+__all__ = ["LANES", "build_kernel", "gallery_lanes", "kernel_source", "local_distance_lanes", "local_distance_cpu"]
 
 # Eq. 1 as a rational function: tanh(x) = x P(t) / Q(t), t = (x / 9.5)^2, on [0, 9.5]
 # (least-squares fit, max error 1.5e-10 in float64; tanh(9.5) = 1 - 1.1e-8, so x is
@@ -149,16 +150,19 @@ def kernel_source(h: int) -> str:
 TILES_PER_RUN = 8  # gallery tiles (128 images) per parallel job: enough jobs for the threads even at Q = 1
 
 
-@functools.cache
-def _kernel(h: int):
-    """The compiled kernel for H = ``h`` (generated, compiled with SLP
-    vectorization, cached on disk next to this file's other kernels)."""
+def build_kernel(h: int, shortest_path=_shortest_path_lanes):
+    """Generate and compile the kernel for H = ``h`` with SLP vectorization.
+    ``shortest_path(cells, path, out, i, j0, m)`` is the tile's Eq. 1 + 2 step
+    (bench/bench_local_distance.py swaps it to time the squared distances
+    alone). Only the default step is cached on disk (next to this file's other
+    kernels): a swapped one would share its cache entry."""
+    cache = shortest_path is _shortest_path_lanes
     namespace = {"np": np, "numba": numba, "LANES": LANES, "TILES_PER_RUN": TILES_PER_RUN,
-                 "_shortest_path_lanes": _shortest_path_lanes, "__name__": __name__}
+                 "_shortest_path_lanes": shortest_path, "__name__": __name__}
     exec(compile(kernel_source(h), __file__, "exec"), namespace)
-    cells = numba.njit(cache=True, nogil=True, fastmath={"contract"})(namespace[f"cells_h{h}"])
+    cells = numba.njit(cache=cache, nogil=True, fastmath={"contract"})(namespace[f"cells_h{h}"])
     namespace[f"cells_h{h}"] = cells
-    kernel = numba.njit(cache=True, nogil=True, parallel=True)(namespace[f"local_distance_h{h}"])
+    kernel = numba.njit(cache=cache, nogil=True, parallel=True)(namespace[f"local_distance_h{h}"])
     signature = (numba.float32[:, :, ::1], numba.float32[:, :, :, ::1], numba.int64, numba.float32[:, ::1])
     start = time.perf_counter()
     with global_compiler_lock:
@@ -167,10 +171,13 @@ def _kernel(h: int):
             kernel.compile(signature)
         finally:
             numba.config.SLP_VECTORIZE = previous
-    if time.perf_counter() - start > 1.0:  # not from numba's cache
+    if cache and time.perf_counter() - start > 1.0:  # not from numba's cache
         logging.getLogger(__name__).info("compiled the local-distance kernel for H = %d in %.0f s (once: numba "
                                          "caches it on disk)", h, time.perf_counter() - start)
     return kernel
+
+
+_kernel = functools.cache(build_kernel)  # one compiled kernel per H in a process
 
 
 @numba.njit(cache=True, nogil=True)
@@ -207,24 +214,17 @@ def local_distance_lanes(qf_local: np.ndarray, yt: np.ndarray, num_gallery: int)
                          f"got {x.shape} and {yt.shape}")
     out = np.empty((x.shape[0], num_gallery), np.float32)
     if x.shape[0] and num_gallery:
-        kernel = _kernel(x.shape[1])
+        kernel = _kernel(x.shape[1])  # the default Eq. 1 + 2 step, cached
         with kernel_threads():
             kernel(x, yt, num_gallery, out)
     return out
-
-
-def _as_float32(a) -> np.ndarray:
-    """numpy array or (CPU) torch tensor -> C-contiguous float32 numpy array."""
-    if hasattr(a, "detach"):
-        a = a.detach().cpu().numpy()
-    return np.ascontiguousarray(a, dtype=np.float32)
 
 
 def local_distance_cpu(qf_local, gf_local) -> np.ndarray:
     """(Q, G) float32 local distances (Eq. 1 + Eq. 2) of query (Q, H, C) x gallery
     (G, H, C) float32 local features on the CPU (numpy arrays or CPU tensors).
     Agrees with a float64 double loop to ~1e-6 (exact for duplicates)."""
-    x, y = _as_float32(qf_local), _as_float32(gf_local)
+    x, y = (np.ascontiguousarray(as_numpy(a), dtype=np.float32) for a in (qf_local, gf_local))
     if x.ndim != 3 or y.ndim != 3 or x.shape[1:] != y.shape[1:]:
         raise ValueError(f"need (N, H, C) and (M, H, C) local features, got {x.shape} and {y.shape}")
     return local_distance_lanes(x, gallery_lanes(y), y.shape[0])

@@ -154,7 +154,8 @@ def pairwise_distance(q: ArrayLike, g: ArrayLike, metric: str = "euclidean",
     return torch.cat(parts) if rows.torch else np.concatenate(parts)
 
 
-def _as_numpy(x: ArrayLike) -> np.ndarray:
+def as_numpy(x: ArrayLike) -> np.ndarray:
+    """A numpy array, or a torch tensor (detached, on the CPU), as a numpy array."""
     if isinstance(x, torch.Tensor):
         return x.detach().cpu().numpy()
     return np.asarray(x)
@@ -335,7 +336,7 @@ def evaluate_rank(distmat: ArrayLike | DistanceRows, q_pids: Sequence[int], g_pi
     with kernel_threads():
         for start in range(0, num_q, block_size):
             stop = min(start + block_size, num_q)
-            dist = _as_numpy(rows(start, stop))
+            dist = as_numpy(rows(start, stop))
             if dist.shape != (stop - start, num_g):
                 raise ValueError(f"distance block {start}:{stop} has shape {dist.shape}, "
                                  f"expected {(stop - start, num_g)}")

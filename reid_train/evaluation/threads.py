@@ -46,10 +46,13 @@ def _own_running_threads() -> int:
     return max(running, 1)  # the calling thread runs
 
 
+_LOADAVG = "/proc/loadavg"
+
+
 def _others_runnable_now() -> int | None:
     """Runnable tasks of other processes now; ``None`` if unknown."""
     try:
-        with open("/proc/loadavg") as f:
+        with open(_LOADAVG) as f:
             total = int(f.read().split()[3].split("/")[0])
     except (OSError, IndexError, ValueError):
         return None

@@ -27,7 +27,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .metrics import DistanceRows, QueryBlockDistances, _as_numpy
+from .metrics import DistanceRows, QueryBlockDistances, as_numpy
 
 CORRECT, WRONG, QUERY, MISSED = (46, 160, 67), (214, 39, 40), (31, 119, 180), (46, 160, 67)
 FRAME = 4          # frame width in pixels
@@ -67,7 +67,7 @@ def rank_queries(distmat, q_pids, g_pids, q_camids, g_camids, topk: int = 10, bl
     out = []
     for start in range(0, len(q_pids), block_size):
         stop = min(start + block_size, len(q_pids))
-        dist = _as_numpy(rows(start, stop)).astype(np.float64, copy=False)
+        dist = as_numpy(rows(start, stop)).astype(np.float64, copy=False)
         for r in range(stop - start):
             qi = start + r
             same = g_pids == q_pids[qi]
