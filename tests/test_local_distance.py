@@ -233,6 +233,11 @@ def test_kernel_threads_follow_free_cores(monkeypatch):
     assert threads.free_cores() == min(cores, threads.numba.config.NUMBA_NUM_THREADS)
     monkeypatch.setenv("REID_KERNEL_THREADS", "1")
     assert threads.free_cores() == 1
+    for bad in ("two", "0", "-1"):
+        monkeypatch.setenv("REID_KERNEL_THREADS", bad)
+        with pytest.raises(ValueError, match="REID_KERNEL_THREADS"):
+            threads.free_cores()
+    monkeypatch.setenv("REID_KERNEL_THREADS", "1")
     with threads.kernel_threads(1):
         assert threads.numba.get_num_threads() == 1
 

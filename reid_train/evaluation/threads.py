@@ -64,7 +64,9 @@ def free_cores(samples: int = 3, interval_s: float = 0.002) -> int:
     fixed = os.environ.get("REID_KERNEL_THREADS")
     cores = usable_cores()
     if fixed:
-        return max(1, min(int(fixed), numba.config.NUMBA_NUM_THREADS))
+        if not fixed.strip().isdigit() or int(fixed) < 1:
+            raise ValueError(f"REID_KERNEL_THREADS={fixed!r}: give a whole number of threads >= 1, or unset it")
+        return min(int(fixed), numba.config.NUMBA_NUM_THREADS)
     seen = []
     for k in range(samples):
         n = _others_runnable_now()
