@@ -31,9 +31,9 @@ Entry points:
   row ``b`` (TriHard's mined anchor/positive and anchor/negative pairs);
 * :func:`local_distance_cpu`: query x gallery on the CPU at evaluation time,
   the compiled kernel of :mod:`.local_distance_kernel` (direct differences,
-  exact for duplicates, vectorised over 16 gallery images at a time, at the
-  rate of a float32 BLAS product of the same size; threads follow the free
-  cores);
+  exact for duplicates, vectorised over 16 gallery images at a time, in
+  1.3-1.5x the CPU time of a float32 BLAS product of the same size; threads
+  follow the free cores);
 * :func:`local_distance_blocks` / :class:`LocalDistanceRows`: query x gallery
   at evaluation time -- :func:`local_distance_cpu` for CPU features, else
   ``block`` queries x ``gallery_block`` gallery images per GPU tile (the full
@@ -54,8 +54,8 @@ one compiled pass keeping a cell only where the bound ``gamma_C (|a|^2 +
 recomputing the others. It took 0.79 s CPU against 0.52 s for the direct
 kernel of that day: BLAS runs such tiles at a quarter of its whole-matrix
 rate, and the pass over the product costs as much as the direct kernel. The
-direct kernel now runs at about the whole-matrix product's own rate, which
-is the floor of any product-based design.
+direct kernel now takes 1.3-1.5x the whole-matrix product's own time, and
+that product alone is the floor of any product-based design.
 """
 from __future__ import annotations
 

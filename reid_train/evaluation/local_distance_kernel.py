@@ -19,7 +19,9 @@ How it gets there: lanes are gallery images, not channels.
   parts ``a, a + 1`` x up to 8 gallery parts are 16 vectors of 16 lanes,
   accumulated over the channels in registers (each channel: two broadcasts,
   8 vector loads, 16 subtracts and 16 FMAs), with no horizontal sum left at
-  the end (the reason a channel-vectorised kernel stays ~1.5x off the floor).
+  the end (a channel-vectorised kernel spends ~1.5x as long on those sums).
+  Measured (bench/bench_local_distance.py --breakdown): the squared distances
+  take 1.3-1.5x the BLAS product's CPU time and are nearly all of the kernel's.
 * Eq. 1 (``tanh(sqrt(s) / 2)`` as a rational function, error 2e-10) and the
   row recurrence of Eq. 2 (``S_b = min(S_b, S_{b-1}) + d_ab``) run in float64
   over the 16 lanes of the tile.
